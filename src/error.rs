@@ -1,0 +1,178 @@
+//! The crate's error type, and how to tell what an error means for the caller.
+//!
+//! Every fallible call in kafka-kit returns [`Result<T>`](Result), whose error is [`Error`]. It wraps
+//! rdkafka's [`KafkaError`] and the errors of kafka-kit's own layers, and answers the three questions
+//! a caller has to answer after a failure:
+//!
+//! - [`Error::is_retriable`]: will the same call probably succeed if made again?
+//! - [`Error::is_fatal`]: is this client instance unusable from now on (fenced, fatal idempotence
+//!   error)? Create a new one.
+//! - [`Error::txn_requires_abort`]: must the current transaction be aborted before going on?
+//!
+//! A message that could not be produced is never lost silently: sending returns a
+//! [`ProduceError`](crate::producer::ProduceError) that holds this error *and* the message (key,
+//! payload, headers) and the caller's context, so it can be retried, logged or dead-lettered.
+//!
+//! # Example
+//!
+//! ```
+//! use kafka_kit::Error;
+//! use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+//!
+//! let err = Error::from(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
+//! assert!(err.is_retriable());
+//! assert!(!err.is_fatal());
+//! assert_eq!(err.code(), Some(RDKafkaErrorCode::QueueFull));
+//! ```
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::config::ConfigError;
+use crate::headers::HeaderError;
+
+/// The result type of kafka-kit: `Result<T, kafka_kit::Error>` unless told otherwise.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kafka-kit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration was rejected before any client was created.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// librdkafka (through rdkafka) reported an error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A header was present but could not be read as the type asked for.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// A value could not be encoded as JSON.
+    #[error("could not encode the value as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The producer was closed (or dropped) before the message's delivery report arrived.
+    #[error("the producer was closed before the delivery report arrived")]
+    Closed,
+    /// The test support (the embedded broker, a test cluster) failed.
+    #[error("test support: {0}")]
+    Testing(String),
+}
+
+impl Error {
+    /// The librdkafka error code behind this error, if there is one.
+    pub fn code(&self) -> Option<RDKafkaErrorCode> {
+        match self {
+            Error::Kafka(e) => e.rdkafka_error_code(),
+            _ => None,
+        }
+    }
+
+    /// Whether making the same call again may succeed (a transient broker, network or local-queue
+    /// condition). Retrying a retriable error keeps ordering only with an idempotent producer.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Kafka(KafkaError::Transaction(e)) => e.is_retriable(),
+            Error::Kafka(_) => self.code().is_some_and(is_retriable_code),
+            _ => false,
+        }
+    }
+
+    /// Whether the client instance can no longer be used: it was fenced by a newer instance with
+    /// the same transactional id, or librdkafka raised a fatal error. Create a new client.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Kafka(KafkaError::Transaction(e)) => e.is_fatal(),
+            Error::Kafka(KafkaError::MessageConsumptionFatal(_)) => true,
+            Error::Kafka(_) => self.code().is_some_and(is_fatal_code),
+            _ => false,
+        }
+    }
+
+    /// Whether the current transaction must be aborted before the producer can go on.
+    pub fn txn_requires_abort(&self) -> bool {
+        match self {
+            Error::Kafka(KafkaError::Transaction(e)) => e.txn_requires_abort(),
+            _ => false,
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Encode(e)
+    }
+}
+
+/// Codes for conditions that go away on their own: leadership moves, timeouts, full queues.
+fn is_retriable_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        QueueFull
+            | MessageTimedOut
+            | OperationTimedOut
+            | TimedOutQueue
+            | BrokerTransportFailure
+            | AllBrokersDown
+            | Resolve
+            | Retry
+            | WaitingForCoordinator
+            | UnknownTopicOrPartition
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | RequestTimedOut
+            | NetworkException
+            | CoordinatorLoadInProgress
+            | CoordinatorNotAvailable
+            | NotCoordinator
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | KafkaStorageError
+            | FencedLeaderEpoch
+            | UnknownLeaderEpoch
+            | OffsetNotAvailable
+            | PreferredLeaderNotAvailable
+            | RebalanceInProgress
+            | ConcurrentTransactions
+            | ThrottlingQuotaExceeded
+            | UnstableOffsetCommit
+    )
+}
+
+/// Codes after which the client instance is unusable.
+fn is_fatal_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        Fatal
+            | Fenced
+            | ProducerFenced
+            | InvalidProducerEpoch
+            | TransactionalIdAuthorizationFailed
+            | FencedInstanceId
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_common_codes() {
+        let queue_full = Error::from(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
+        assert!(queue_full.is_retriable() && !queue_full.is_fatal());
+
+        let too_large = Error::from(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+        assert!(!too_large.is_retriable() && !too_large.is_fatal());
+
+        let fenced = Error::from(KafkaError::MessageProduction(
+            RDKafkaErrorCode::ProducerFenced,
+        ));
+        assert!(fenced.is_fatal() && !fenced.is_retriable());
+        assert!(!fenced.txn_requires_abort());
+
+        assert_eq!(Error::Closed.code(), None);
+        assert!(!Error::Closed.is_retriable());
+    }
+}

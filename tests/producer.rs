@@ -1,0 +1,173 @@
+//! Producer scenarios on the embedded broker (or on `KAFKA_BOOTSTRAP_SERVERS` when it is set),
+//! checked against what the broker really holds.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+use kafka_kit::producer::{Producer, Record};
+use kafka_kit::rdkafka::error::RDKafkaErrorCode;
+use kafka_kit::testing::TestCluster;
+
+fn cluster() -> anyhow::Result<TestCluster> {
+    common::init_tracing();
+    Ok(TestCluster::from_env_or_embedded()?)
+}
+
+#[tokio::test]
+async fn every_send_mode_delivers() -> anyhow::Result<()> {
+    common::every_send_mode_delivers(&cluster()?).await
+}
+
+#[tokio::test]
+async fn headers_round_trip() -> anyhow::Result<()> {
+    common::headers_round_trip(&cluster()?).await
+}
+
+#[tokio::test]
+async fn oversized_message_comes_back() -> anyhow::Result<()> {
+    common::oversized_message_comes_back(&cluster()?).await
+}
+
+#[tokio::test]
+async fn missing_topic_fails_with_key_and_context() -> anyhow::Result<()> {
+    common::missing_topic_fails_with_key_and_context(&cluster()?).await
+}
+
+#[tokio::test]
+async fn murmur2_matches_java() -> anyhow::Result<()> {
+    common::murmur2_matches_java(&cluster()?).await
+}
+
+#[tokio::test]
+async fn keyless_messages_spread() -> anyhow::Result<()> {
+    common::keyless_messages_spread(&cluster()?).await
+}
+
+#[tokio::test]
+async fn json_values() -> anyhow::Result<()> {
+    common::json_values(&cluster()?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_and_flush_on_drop() -> anyhow::Result<()> {
+    common::backpressure_and_flush_on_drop(&cluster()?).await
+}
+
+/// A queue that stays full hands the message back, with its context, after the configured wait.
+#[tokio::test]
+async fn queue_full_hands_the_message_back() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let topic = common::unique_topic("queue-full");
+    cluster.create_topic(&topic, 1).await?;
+    // One message fills the queue, and a long linger keeps it there.
+    let config = cluster
+        .config()
+        .set("queue.buffering.max.messages", "1")
+        .linger(Duration::from_secs(2))
+        .build()?;
+    let producer: Producer<u8> = Producer::builder(&config)
+        .queue_full_timeout(Duration::from_millis(200))
+        .build()?;
+    producer
+        .send_and_forget(Record::to(&topic).key("first").payload("1"))
+        .await?;
+    let started = std::time::Instant::now();
+    let err = producer
+        .send_with_callback(
+            Record::to(&topic).key("second").payload("2").context(9),
+            |_| {},
+        )
+        .await
+        .err()
+        .context("a second message fit in a queue of one")?;
+    ensure!(
+        started.elapsed() >= Duration::from_millis(200),
+        "did not wait: {:?}",
+        started.elapsed()
+    );
+    ensure!(
+        err.error.code() == Some(RDKafkaErrorCode::QueueFull) && err.error.is_retriable(),
+        "{err}"
+    );
+    ensure!(err.context == 9 && err.message.key.as_deref() == Some(&b"second"[..]));
+    // Once the first is delivered, the handed-back message goes through.
+    producer.flush(Duration::from_secs(10)).await?;
+    producer.send_and_forget(err.message.as_record()).await?;
+    producer.close().await?;
+    let messages = cluster.read_topic(&topic, 2, common::READ_TIMEOUT).await?;
+    ensure!(messages.len() == 2, "{} messages", messages.len());
+    Ok(())
+}
+
+/// A delivery callback that panics does not stop the reports of other messages.
+#[tokio::test]
+async fn panicking_callback_does_not_stop_delivery_reports() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let topic = common::unique_topic("panicky");
+    cluster.create_topic(&topic, 1).await?;
+    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
+    producer
+        .send_with_callback(Record::to(&topic).payload("a"), |_| {
+            panic!("a user callback panics")
+        })
+        .await?;
+    let report = producer
+        .send(Record::to(&topic).key("after").payload("b"))
+        .await?;
+    ensure!(report.key.as_deref() == Some(&b"after"[..]));
+    ensure!(producer.stats().delivered == 2);
+    Ok(())
+}
+
+/// Contexts need only be `Send`: a `Cell` (not `Sync`) works in callback mode.
+#[tokio::test]
+async fn contexts_need_not_be_sync() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let topic = common::unique_topic("cell-context");
+    cluster.create_topic(&topic, 1).await?;
+    let producer: Producer<std::cell::Cell<u32>> =
+        Producer::builder(&cluster.config().build()?).build()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    producer
+        .send_with_callback(
+            Record::to(&topic)
+                .key("c")
+                .payload("x")
+                .context(std::cell::Cell::new(3)),
+            move |r| {
+                let _ = tx.send(
+                    r.map(|report| report.context.get())
+                        .map_err(|e| e.error.to_string()),
+                );
+            },
+        )
+        .await
+        // A context that isn't `Sync` makes the error not `Sync` either: keep just the cause.
+        .map_err(kafka_kit::Error::from)?;
+    ensure!(rx.await? == Ok(3));
+    Ok(())
+}
+
+/// Bad configuration is refused before a client exists, naming the property.
+#[tokio::test]
+async fn bad_producer_config_is_a_typed_error() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let config = cluster.config().build()?;
+    let err = Producer::<()>::builder(&config)
+        .partitioning(kafka_kit::partitioner::Partitioning::Librdkafka(
+            "not-a-partitioner".into(),
+        ))
+        .build()
+        .err()
+        .context("an unknown partitioner was accepted")?;
+    let kafka_kit::Error::Config(config_err) = &err else {
+        anyhow::bail!("not a config error: {err}")
+    };
+    ensure!(
+        config_err.problems()[0].property() == "partitioner",
+        "{err}"
+    );
+    Ok(())
+}
