@@ -842,13 +842,10 @@ mod tests {
                     key: "source",
                     value: Some(b"ok"),
                 }),
-                1 => {
-                    let name: &[u8] = b"bad\xff";
-                    Some(Header {
-                        key: std::str::from_utf8(name).unwrap(),
-                        value: Some(b"x"),
-                    })
-                }
+                1 => Some(Header {
+                    key: c"bad\xff".to_str().unwrap(),
+                    value: Some(b"x"),
+                }),
                 2 => Some(Header {
                     key: "event_type",
                     value: Some(b"e"),

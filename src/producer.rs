@@ -42,9 +42,9 @@
 //!
 //! # Partitioning
 //!
-//! Messages without an explicit partition are routed by the builder's
-//! [`Partitioning`](crate::partitioner::Partitioning): Python-compatible MD5 by default, in every
-//! send mode.
+//! Messages without an explicit partition are routed as the builder's
+//! [`Partitioning`](crate::partitioner::Partitioning) says: Python-compatible MD5 by default, in
+//! every send mode.
 //!
 //! # Backpressure instead of loss
 //!
@@ -762,13 +762,24 @@ impl<C: Send + 'static> Producer<C> {
         }
     }
 
-    /// Waits until every message in flight has been delivered or has failed.
+    /// Waits until every message in flight has been delivered or has failed, or `timeout` passes
+    /// (a `Flush` error with code `TimedOut`, and the messages stay in flight).
+    ///
+    /// It returns as soon as the last report is handled: unlike rdkafka's `flush`, which polls in
+    /// 100 ms slices, it is woken by the delivery reports themselves.
     pub async fn flush(&self, timeout: Duration) -> Result<()> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.producer.flush(timeout))
-            .await
-            .map_err(|_| Error::Closed)??;
-        Ok(())
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.inner.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut).into());
+            }
+            // Asks librdkafka to send lingering batches now; it returns at once.
+            let _ = self.inner.producer.flush(Duration::ZERO);
+            self.wait_for_report(deadline).await;
+        }
     }
 
     /// Flushes every message in flight (up to the close timeout) and releases this handle. The
@@ -825,16 +836,17 @@ impl<C: Send + 'static> Producer<C> {
                             pending,
                         ));
                     }
-                    self.wait_for_room(deadline).await;
+                    self.wait_for_report(deadline).await;
                 }
                 Err((error, back)) => return Err((error.into(), back)),
             }
         }
     }
 
-    /// Waits for a delivery report (which frees room), briefly: a report may have come between the
-    /// failed attempt and this wait, so the caller retries every few milliseconds regardless.
-    async fn wait_for_room(&self, deadline: Instant) {
+    /// Waits for a delivery report (which frees room in the queue), briefly: a report may have come
+    /// between the caller's last check and this wait, so callers check again every few
+    /// milliseconds regardless.
+    async fn wait_for_report(&self, deadline: Instant) {
         let shared = &self.inner.shared;
         shared.waiters.fetch_add(1, Ordering::AcqRel);
         let notified = shared.room.notified();

@@ -21,7 +21,9 @@
 //! The mock cluster speaks enough of the protocol for producers, idempotence, consumer groups and
 //! transactions' calls, but it is not Kafka. It ignores `isolation.level=read_committed`, keeps
 //! aborted records visible, drops offsets committed through a transaction, does not look offsets
-//! up by timestamp, and has no admin API for topics (use [`TestCluster::create_topic`]). Tests of
+//! up by timestamp, answers every produce with a log-append time of 1234 ms (so delivery reports
+//! carry `Timestamp::LogAppendTime(1234)`), and has no admin API for topics (use
+//! [`TestCluster::create_topic`]). Tests of
 //! those behaviours need a real broker: check [`TestCluster::is_embedded`] and skip, saying why.
 
 use std::sync::mpsc;
