@@ -43,7 +43,7 @@
 //! # Partitioning
 //!
 //! Messages without an explicit partition are routed as the builder's
-//! [`Partitioning`](crate::partitioner::Partitioning) says: Python-compatible MD5 by default, in
+//! [`Partitioning`] says: Python-compatible MD5 by default, in
 //! every send mode.
 //!
 //! # Backpressure instead of loss
