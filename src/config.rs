@@ -716,6 +716,10 @@ impl ConfigError {
             problems: vec![problem],
         }
     }
+
+    pub(crate) fn from_problems(problems: Vec<Problem>) -> Self {
+        ConfigError { problems }
+    }
 }
 
 impl fmt::Display for ConfigError {

@@ -49,6 +49,32 @@ pub enum Error {
     /// A value could not be encoded as JSON.
     #[error("could not encode the value as JSON: {0}")]
     Encode(#[source] serde_json::Error),
+    /// A record's value could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] crate::consumer::DecodeError),
+    /// A checkpoint store failed.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::consumer::CheckpointError),
+    /// A record failed for good in a processing loop that has no dead-letter topic. It was not
+    /// committed: it is read again after a restart.
+    #[error(
+        "processing {topic}[{partition}]@{offset} failed after {attempts} attempts: {message}"
+    )]
+    Processing {
+        /// The record's topic.
+        topic: String,
+        /// The record's partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// How many times the handler ran (0: the value could not be decoded).
+        attempts: u32,
+        /// The last error.
+        message: String,
+    },
+    /// A background task kafka-kit runs (a blocking librdkafka call) failed or was cancelled.
+    #[error("a background task failed: {0}")]
+    Background(String),
     /// The producer was closed (or dropped) before the message's delivery report arrived.
     #[error("the producer was closed before the delivery report arrived")]
     Closed,

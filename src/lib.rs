@@ -9,6 +9,9 @@
 //! - [`partitioner`]: MD5 routing byte-for-byte compatible with Python's
 //!   `int(hashlib.md5(key).hexdigest(), 16) % n`, in every send mode; murmur2 and librdkafka's
 //!   built-ins as alternatives.
+//! - [`consumer`]: manual commits that cannot be off by one, an at-least-once processing loop with
+//!   a dead-letter topic, rebalance hooks that run on time even while the application is busy,
+//!   replay from a timestamp, and consumer lag.
 //! - [`headers`]: standard typed headers (trace id, schema version, event type, source, timestamp,
 //!   W3C `traceparent`), written and read.
 //! - [`config`]: a typed configuration whose `build()` reports every problem by property name, and
@@ -47,6 +50,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod headers;
 pub mod partitioner;

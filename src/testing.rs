@@ -21,7 +21,8 @@
 //! The mock cluster speaks enough of the protocol for producers, idempotence, consumer groups and
 //! transactions' calls, but it is not Kafka. It ignores `isolation.level=read_committed`, keeps
 //! aborted records visible, drops offsets committed through a transaction, does not look offsets
-//! up by timestamp, answers every produce with a log-append time of 1234 ms (so delivery reports
+//! up by timestamp, waits `session.timeout.ms` less a second before completing a rebalance
+//! (use [`TestCluster::consumer_config`]), answers every produce with a log-append time of 1234 ms (so delivery reports
 //! carry `Timestamp::LogAppendTime(1234)`), and has no admin API for topics (use
 //! [`TestCluster::create_topic`]). Tests of
 //! those behaviours need a real broker: check [`TestCluster::is_embedded`] and skip, saying why.
@@ -216,6 +217,20 @@ impl TestCluster {
         KafkaConfig::builder().bootstrap_servers(self.bootstrap.clone())
     }
 
+    /// A configuration builder for consumers in a group. On the embedded cluster it sets a short
+    /// session timeout (3 s, heartbeats every 500 ms): the mock coordinator waits the session
+    /// timeout less one second before it completes any rebalance of a group with members, which
+    /// with Kafka's default of 45 s makes every rebalance take 44 s.
+    pub fn consumer_config(&self) -> ConfigBuilder {
+        match self.embedded {
+            Some(_) => self
+                .config()
+                .set("session.timeout.ms", "3000")
+                .set("heartbeat.interval.ms", "500"),
+            None => self.config(),
+        }
+    }
+
     /// Creates a topic (replicated on up to three brokers) and waits until its metadata is visible.
     /// Creating a topic that exists is not an error.
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
@@ -310,5 +325,5 @@ impl TestCluster {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Testing(format!("a blocking task failed: {e}")))?
+        .map_err(|e| Error::Background(e.to_string()))?
 }

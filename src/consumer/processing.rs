@@ -1,0 +1,536 @@
+//! At-least-once processing: a record is committed only once handled, or dead-lettered.
+//!
+//! [`AtLeastOnce`] runs your handler on every record of a [`Consumer`]:
+//!
+//! - a record's offset is committed only after its handler succeeded, or after the record reached
+//!   the dead-letter topic; commits go out in batches (by count or interval), not one round trip
+//!   per record;
+//! - order within a partition is kept; partitions can be processed in parallel;
+//! - a failing record is retried as [`RetryPolicy`] says, then sent to the dead-letter topic with
+//!   headers naming its origin and the error ([`dead_letter_headers`]); a record whose value
+//!   cannot be decoded goes there at once. Processing then goes on: a poison record never stops
+//!   its partition, and never vanishes. Without a dead-letter topic, such a record stops the loop
+//!   with an error instead, uncommitted, so that it is read again after a restart.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use kafka_kit::config::KafkaConfig;
+//! use kafka_kit::consumer::processing::{AtLeastOnce, RetryPolicy};
+//! use kafka_kit::consumer::{Consumer, ConsumerRecord, OffsetReset};
+//! use kafka_kit::producer::Producer;
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let config = KafkaConfig::builder().build()?;
+//! let consumer = Consumer::builder(&config).group_id("billing").topics(["orders"])
+//!     .offset_reset(OffsetReset::Earliest).build()?;
+//! let dead_letters: Producer = Producer::builder(&config).build()?;
+//!
+//! let stats = AtLeastOnce::new(consumer)
+//!     .retry(RetryPolicy::attempts(3).backoff(Duration::from_millis(100)))
+//!     .dead_letter(dead_letters, "orders.dlt")
+//!     .run_json(|order: serde_json::Value, record: Arc<ConsumerRecord>| async move {
+//!         println!("{:?}: {order}", record.key_str());
+//!         Ok::<_, anyhow::Error>(())
+//!     }, tokio::signal::ctrl_c())
+//!     .await?;
+//! println!("{stats:?}");
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::CommitMode;
+use rdkafka::message::Message;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{Consumer, ConsumerHandle, ConsumerRecord};
+use crate::error::{Error, Result};
+use crate::headers::Headers;
+use crate::producer::{Producer, Record};
+
+/// Header names on dead-lettered records (the original headers are kept too).
+pub mod dead_letter_headers {
+    /// The topic the record was read from.
+    pub const ORIGINAL_TOPIC: &str = "dlt.original.topic";
+    /// Its partition, in decimal.
+    pub const ORIGINAL_PARTITION: &str = "dlt.original.partition";
+    /// Its offset, in decimal.
+    pub const ORIGINAL_OFFSET: &str = "dlt.original.offset";
+    /// What went wrong, as text.
+    pub const ERROR: &str = "dlt.error";
+    /// How many times the handler ran (0: the value could not be decoded).
+    pub const ATTEMPTS: &str = "dlt.attempts";
+}
+
+/// How often a failing record is tried before it is dead-lettered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    attempts: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Three attempts, 100 ms apart at first, doubling up to 5 s.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt: no retry.
+    pub fn none() -> Self {
+        RetryPolicy {
+            attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// `attempts` in all (at least one).
+    pub fn attempts(attempts: u32) -> Self {
+        RetryPolicy {
+            attempts: attempts.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// The wait before the first retry; it doubles for each later one.
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The longest wait between attempts.
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
+
+    fn delay(&self, retry: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1 << retry.min(16))
+            .min(self.max_backoff)
+    }
+}
+
+/// What an [`AtLeastOnce`] loop did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessingStats {
+    /// Records whose handler succeeded.
+    pub processed: u64,
+    /// Handler runs that failed and were retried.
+    pub retries: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Batch commits sent.
+    pub commits: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    processed: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    commits: AtomicU64,
+    /// Records finished (processed or dead-lettered) since the last commit.
+    since_commit: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> ProcessingStats {
+        ProcessingStats {
+            processed: self.processed.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// An at-least-once processing loop over a [`Consumer`]. See the [module docs](self).
+pub struct AtLeastOnce {
+    consumer: Consumer,
+    commit_records: u64,
+    commit_interval: Duration,
+    retry: RetryPolicy,
+    dead_letter: Option<(Producer, String)>,
+    parallel: bool,
+}
+
+impl std::fmt::Debug for AtLeastOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtLeastOnce")
+            .field("commit_records", &self.commit_records)
+            .field("commit_interval", &self.commit_interval)
+            .field("retry", &self.retry)
+            .field("dead_letter", &self.dead_letter.as_ref().map(|d| &d.1))
+            .field("parallel", &self.parallel)
+            .finish()
+    }
+}
+
+/// What a handler's run of one record came to.
+enum Outcome {
+    Done,
+    /// Its partition was revoked meanwhile: the new owner processes it.
+    Abandoned,
+}
+
+impl AtLeastOnce {
+    /// A loop over `consumer`: commits every 500 records or every second, three attempts per
+    /// record, no dead-letter topic, partitions one after another.
+    pub fn new(consumer: Consumer) -> Self {
+        AtLeastOnce {
+            consumer,
+            commit_records: 500,
+            commit_interval: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            dead_letter: None,
+            parallel: false,
+        }
+    }
+
+    /// Commits once `records` records are finished, or `interval` after the last commit,
+    /// whichever comes first.
+    pub fn commit_every(mut self, records: u64, interval: Duration) -> Self {
+        self.commit_records = records.max(1);
+        self.commit_interval = interval;
+        self
+    }
+
+    /// How failing records are retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Sends records that keep failing, or cannot be decoded, to `topic` through `producer`.
+    pub fn dead_letter(mut self, producer: Producer, topic: impl Into<String>) -> Self {
+        self.dead_letter = Some((producer, topic.into()));
+        self
+    }
+
+    /// Processes partitions in parallel, each in order (default: one record at a time).
+    pub fn parallel_partitions(mut self, parallel: bool) -> Self {
+        self.parallel = parallel;
+        self
+    }
+
+    /// Runs `handler` on every record until `shutdown` completes, the consumer's stream ends, or a
+    /// record fails for good without a dead-letter topic. Commits what was finished before it
+    /// returns, and closes the consumer.
+    pub async fn run<F, Fut, E>(
+        self,
+        handler: F,
+        shutdown: impl Future<Output = impl Sized>,
+    ) -> Result<ProcessingStats>
+    where
+        F: Fn(Arc<ConsumerRecord>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+        E: Display,
+    {
+        self.run_with(|_| Ok(()), move |(): (), record| handler(record), shutdown)
+            .await
+    }
+
+    /// Like [`run`](Self::run), with each value decoded from JSON first; a value that cannot be
+    /// decoded goes straight to the dead-letter topic.
+    pub async fn run_json<T, F, Fut, E>(
+        self,
+        handler: F,
+        shutdown: impl Future<Output = impl Sized>,
+    ) -> Result<ProcessingStats>
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T, Arc<ConsumerRecord>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+        E: Display,
+    {
+        self.run_with(|record| Ok(record.json()?), handler, shutdown)
+            .await
+    }
+
+    async fn run_with<T, F, Fut, E>(
+        self,
+        decode: fn(&ConsumerRecord) -> Result<T>,
+        handler: F,
+        shutdown: impl Future<Output = impl Sized>,
+    ) -> Result<ProcessingStats>
+    where
+        T: Send + 'static,
+        F: Fn(T, Arc<ConsumerRecord>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+        E: Display,
+    {
+        let AtLeastOnce {
+            mut consumer,
+            commit_records,
+            commit_interval,
+            retry,
+            dead_letter,
+            parallel,
+        } = self;
+        let worker = Arc::new(Worker {
+            handle: consumer.handle(),
+            decode,
+            handler,
+            retry,
+            dead_letter,
+            counters: Counters::default(),
+        });
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut ticker = tokio::time::interval(commit_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lanes: HashMap<(String, i32), mpsc::Sender<ConsumerRecord>> = HashMap::new();
+        let mut workers = JoinSet::new();
+
+        let result: Result<()> = loop {
+            if worker.counters.since_commit.load(Ordering::Relaxed) >= commit_records {
+                worker.commit(CommitMode::Async).await;
+            }
+            // A lane that failed for good stops the loop.
+            if let Some(done) = workers.try_join_next() {
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(Error::Background(e.to_string())),
+                }
+            }
+            let record = tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                _ = ticker.tick() => {
+                    worker.commit(CommitMode::Async).await;
+                    continue;
+                }
+                record = consumer.recv() => match record {
+                    None => break Ok(()),
+                    Some(Err(e)) if e.is_fatal() => break Err(e),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "kafka_kit: consumer error; going on");
+                        continue;
+                    }
+                    Some(Ok(record)) => record,
+                },
+            };
+            worker.handle.start(&record);
+            if !parallel {
+                if let Err(e) = worker.process(record).await {
+                    break Err(e);
+                }
+                continue;
+            }
+            let key = (record.topic().to_owned(), record.partition());
+            let lane = lanes.entry(key).or_insert_with(|| {
+                let (sender, mut receiver) = mpsc::channel::<ConsumerRecord>(64);
+                let worker = worker.clone();
+                workers.spawn(async move {
+                    while let Some(record) = receiver.recv().await {
+                        worker.process(record).await?;
+                    }
+                    Ok(())
+                });
+                sender
+            });
+            if let Err(mpsc::error::SendError(record)) = lane.send(record).await {
+                // The lane stopped on an error, reported just above on the next turn.
+                worker.handle.finish(&record);
+            }
+        };
+
+        drop(lanes);
+        let mut result = result;
+        while let Some(done) = workers.join_next().await {
+            let lane = done
+                .map_err(|e| Error::Background(e.to_string()))
+                .and_then(|r| r);
+            if let (Ok(()), Err(e)) = (&result, lane) {
+                result = Err(e);
+            }
+        }
+        // Commit what was finished, even when stopping on an error: those records are done.
+        let committed = worker.handle.commit_processed(CommitMode::Sync).await;
+        let stats = worker.counters.snapshot();
+        // The consumer closes when its last handle goes: drop the loop's first.
+        drop(worker);
+        consumer.close().await?;
+        tracing::info!(?stats, "kafka_kit: processing loop stopped");
+        result.and(committed).map(|()| stats)
+    }
+}
+
+struct Worker<T, F> {
+    handle: ConsumerHandle,
+    decode: fn(&ConsumerRecord) -> Result<T>,
+    handler: F,
+    retry: RetryPolicy,
+    dead_letter: Option<(Producer, String)>,
+    counters: Counters,
+}
+
+impl<T, F, Fut, E> Worker<T, F>
+where
+    T: Send + 'static,
+    F: Fn(T, Arc<ConsumerRecord>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), E>> + Send,
+    E: Display,
+{
+    /// Processes one record (already counted in flight) to its end.
+    async fn process(&self, record: ConsumerRecord) -> Result<()> {
+        let record = Arc::new(record);
+        let outcome = self.handle_record(&record).await;
+        if let Ok(Outcome::Done) = outcome {
+            self.handle.mark_processed(&record);
+            self.counters.since_commit.fetch_add(1, Ordering::Relaxed);
+        }
+        self.handle.finish(&record);
+        outcome.map(drop)
+    }
+
+    async fn handle_record(&self, record: &Arc<ConsumerRecord>) -> Result<Outcome> {
+        if !self.handle.is_current(record) {
+            return Ok(Outcome::Abandoned);
+        }
+        let value = match (self.decode)(record) {
+            Ok(value) => Some(value),
+            Err(e) => return self.dead_letter(record, &e.to_string(), 0).await,
+        };
+        let mut value = value;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let decoded = match value.take() {
+                Some(v) => v,
+                // Retries decode again: the handler consumed the value.
+                None => match (self.decode)(record) {
+                    Ok(v) => v,
+                    Err(e) => return self.dead_letter(record, &e.to_string(), attempt - 1).await,
+                },
+            };
+            // As text at once: the error type need not be `Send`.
+            match (self.handler)(decoded, record.clone())
+                .await
+                .map_err(|e| e.to_string())
+            {
+                Ok(()) => {
+                    self.counters.processed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Outcome::Done);
+                }
+                Err(e) if attempt >= self.retry.attempts => {
+                    return self.dead_letter(record, &e, attempt).await;
+                }
+                Err(e) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = record.topic(), partition = record.partition(), offset = record.offset(),
+                        attempt, error = %e, "kafka_kit: handler failed; retrying");
+                    tokio::time::sleep(self.retry.delay(attempt - 1)).await;
+                    if !self.handle.owns(record.topic(), record.partition()) {
+                        return Ok(Outcome::Abandoned);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `record` to the dead-letter topic, retrying the send while the partition is owned.
+    async fn dead_letter(
+        &self,
+        record: &ConsumerRecord,
+        error: &str,
+        attempts: u32,
+    ) -> Result<Outcome> {
+        let Some((producer, topic)) = &self.dead_letter else {
+            return Err(Error::Processing {
+                topic: record.topic().to_owned(),
+                partition: record.partition(),
+                offset: record.offset(),
+                attempts,
+                message: error.to_owned(),
+            });
+        };
+        let headers = dead_letter_headers(record, error, attempts);
+        let mut delay = self.retry.backoff;
+        loop {
+            let mut message = Record::to(topic).headers(headers.clone());
+            if let Some(key) = record.key() {
+                message = message.key(key);
+            }
+            if let Some(payload) = record.payload() {
+                message = message.payload(payload);
+            }
+            match producer.send(message).await {
+                Ok(report) => {
+                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = record.topic(), partition = record.partition(), offset = record.offset(),
+                        attempts, error, dead_letter_topic = %topic, dead_letter_offset = report.offset,
+                        "kafka_kit: record dead-lettered");
+                    return Ok(Outcome::Done);
+                }
+                Err(failed) => {
+                    tracing::error!(topic = record.topic(), partition = record.partition(), offset = record.offset(),
+                        error = %failed.error, "kafka_kit: could not dead-letter a record; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry.max_backoff);
+                    if !self.handle.owns(record.topic(), record.partition()) {
+                        return Ok(Outcome::Abandoned);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn commit(&self, mode: CommitMode) {
+        if self.counters.since_commit.swap(0, Ordering::Relaxed) == 0 {
+            return;
+        }
+        match self.handle.commit_processed(mode).await {
+            Ok(()) => drop(self.counters.commits.fetch_add(1, Ordering::Relaxed)),
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries")
+            }
+        }
+    }
+}
+
+fn dead_letter_headers(record: &ConsumerRecord, error: &str, attempts: u32) -> Headers {
+    let original = record.message().headers().cloned().unwrap_or_default();
+    Headers::from(original)
+        .insert(dead_letter_headers::ORIGINAL_TOPIC, record.topic())
+        .insert(
+            dead_letter_headers::ORIGINAL_PARTITION,
+            record.partition().to_string(),
+        )
+        .insert(
+            dead_letter_headers::ORIGINAL_OFFSET,
+            record.offset().to_string(),
+        )
+        .insert(dead_letter_headers::ERROR, error)
+        .insert(dead_letter_headers::ATTEMPTS, attempts.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap() {
+        let policy = RetryPolicy::attempts(5)
+            .backoff(Duration::from_millis(100))
+            .max_backoff(Duration::from_millis(350));
+        let delays: Vec<u128> = (0..4).map(|r| policy.delay(r).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        assert_eq!(RetryPolicy::attempts(0).attempts, 1);
+    }
+}
