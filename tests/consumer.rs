@@ -649,3 +649,54 @@ async fn records_carry_typed_headers_and_json() -> anyhow::Result<()> {
     ensure!(record.message().topic() == topic);
     Ok(())
 }
+
+/// A replay bounded by time ends by itself: a partition stops at its first record past the stop
+/// time, and a partition with nothing left before it stops at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_window_stops_at_a_time_and_at_the_end() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let topic = common::unique_topic("window");
+    cluster.create_topic(&topic, 2).await?;
+    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
+    let base = 1_700_000_000_000_i64; // record timestamps an hour apart... in 2023
+    for i in 0..10 {
+        // Partition 0: one record a second from `base`; partition 1: all well before the stop.
+        producer
+            .send(
+                Record::to(&topic)
+                    .partition(0)
+                    .timestamp(base + i * 1000)
+                    .payload(&format!("p0-{i}")),
+            )
+            .await?;
+        producer
+            .send(
+                Record::to(&topic)
+                    .partition(1)
+                    .timestamp(base - 100_000 + i)
+                    .payload(&format!("p1-{i}")),
+            )
+            .await?;
+    }
+    let consumer = Consumer::builder(&cluster.consumer_config().build()?)
+        .assign(&topic, [0, 1])
+        .start_at(StartAt::Beginning)
+        .stop_at(StopAt::Time(base + 4_500))
+        .build()?;
+    let records: Vec<ConsumerRecord> = tokio::time::timeout(
+        Duration::from_secs(30),
+        consumer.map(|r| r.unwrap()).collect(),
+    )
+    .await
+    .context("the replay did not end")?;
+    let payloads: BTreeSet<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.payload().unwrap_or_default()).into_owned())
+        .collect();
+    let expected: BTreeSet<String> = (0..5)
+        .map(|i| format!("p0-{i}"))
+        .chain((0..10).map(|i| format!("p1-{i}")))
+        .collect();
+    ensure!(payloads == expected, "replayed {payloads:?}");
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! The producer scenarios against a real Kafka broker: `KAFKA_BOOTSTRAP_SERVERS` if set, else an
+//! The producer scenarios, and the consumer's replay from a timestamp (which the embedded broker
+//! cannot look up), against a real Kafka broker: `KAFKA_BOOTSTRAP_SERVERS` if set, else an
 //! `apache/kafka` container (testcontainers) when Docker answers. Without either, each test prints
 //! `SKIPPED …: <reason>` and passes.
 
@@ -24,4 +25,5 @@ on_real_broker!(
     keyless_messages_spread,
     json_values,
     backpressure_and_flush_on_drop,
+    replay_from_a_timestamp,
 );

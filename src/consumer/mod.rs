@@ -149,9 +149,9 @@ pub trait RebalanceListener: Send + Sync + 'static {
     fn on_assigned(&self, assigned: &Assigned) {
         let _ = assigned;
     }
-    /// Partitions were revoked; the processed offsets of them are already committed.
-    fn on_revoked(&self, partitions: &[TopicPartition]) {
-        let _ = partitions;
+    /// Partitions were revoked, after kafka-kit tried to commit their processed offsets.
+    fn on_revoked(&self, revoked: &Revoked) {
+        let _ = revoked;
     }
     /// Partitions were lost: another member may already own them. Nothing was committed.
     fn on_lost(&self, partitions: &[TopicPartition]) {
@@ -165,6 +165,16 @@ pub struct Assigned {
     /// Each new partition, where it starts (`None`: the group's committed offset or
     /// `auto.offset.reset`), and why ("checkpoint", "committed", "time", …).
     pub starts: Vec<(TopicPartition, Option<Offset>, &'static str)>,
+}
+
+/// What a revocation took from this consumer.
+#[derive(Clone, Debug)]
+pub struct Revoked {
+    /// The partitions revoked.
+    pub partitions: Vec<TopicPartition>,
+    /// The processed offsets committed for them before they went, or why that commit failed (the
+    /// new owner then reads those records again: at least once).
+    pub committed: std::result::Result<CommitOffsets, String>,
 }
 
 /// Builds a [`Consumer`]. Setters never fail; [`build`](Self::build) reports every problem.
@@ -318,7 +328,8 @@ impl ConsumerBuilder {
         let mut extra: Vec<(&str, String)> = vec![
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
-            ("enable.partition.eof", "false".into()),
+            // End-of-partition events tell a bounded replay that a partition has nothing left.
+            ("enable.partition.eof", self.stop_at.is_some().to_string()),
             (
                 "auto.offset.reset",
                 match self.offset_reset {
@@ -506,7 +517,16 @@ struct KitContext {
     listener: Option<Arc<dyn RebalanceListener>>,
 }
 
-impl ClientContext for KitContext {}
+impl ClientContext for KitContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::error::RDKafkaErrorCode::PartitionEOF;
+        match error.rdkafka_error_code() {
+            // The end of a partition is news for a bounded replay, not an error.
+            Some(PartitionEOF) => tracing::debug!(reason, "kafka_kit: end of partition"),
+            _ => tracing::error!(error = %error, reason, "kafka_kit: consumer error"),
+        }
+    }
+}
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -586,7 +606,7 @@ impl KitContext {
             lock(&shared.revoking).extend(partitions.iter().cloned());
         }
         shared.generation.fetch_add(1, Ordering::AcqRel);
-        let _revoked = Revoked { shared, partitions };
+        let _revoking = Revoking { shared, partitions };
         lock(&shared.overflow).retain(|r| {
             !partitions
                 .iter()
@@ -619,24 +639,27 @@ impl KitContext {
         to_commit.retain(|t, p| partitions.iter().any(|(rt, rp)| rt == t && *rp == p));
         forget(&shared.processed);
         forget(&shared.committed);
-        if !to_commit.is_empty() {
-            match commit_offsets(
-                consumer,
-                self.checkpoints.as_deref(),
-                &to_commit,
-                CommitMode::Sync,
-            ) {
-                Ok(()) => {
-                    tracing::info!(offsets = ?to_commit, "kafka_kit: committed processed offsets of revoked partitions")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, offsets = ?to_commit, "kafka_kit: commit on revoke failed")
-                }
+        let committed = match commit_offsets(
+            consumer,
+            self.checkpoints.as_deref(),
+            &to_commit,
+            CommitMode::Sync,
+        ) {
+            Ok(()) => {
+                tracing::info!(partitions = ?listed, committed = ?to_commit, "kafka_kit: partitions revoked");
+                Ok(to_commit)
             }
-        }
-        tracing::info!(partitions = ?listed, "kafka_kit: partitions revoked");
+            Err(e) => {
+                tracing::warn!(partitions = ?listed, error = %e, offsets = ?to_commit,
+                    "kafka_kit: partitions revoked, but their processed offsets could not be committed: the new owner reads those records again");
+                Err(e.to_string())
+            }
+        };
         if let Some(listener) = &self.listener {
-            listener.on_revoked(&listed);
+            listener.on_revoked(&Revoked {
+                partitions: listed,
+                committed,
+            });
         }
     }
 }
@@ -724,12 +747,12 @@ fn record_committed(shared: &Shared, offsets: &TopicPartitionList) {
 }
 
 /// Ends a revocation, however it ends: the partitions stop being committable.
-struct Revoked<'a> {
+struct Revoking<'a> {
     shared: &'a Shared,
     partitions: &'a [(String, i32)],
 }
 
-impl Drop for Revoked<'_> {
+impl Drop for Revoking<'_> {
     fn drop(&mut self) {
         lock(&self.shared.revoking).retain(|p| !self.partitions.contains(p));
     }
@@ -805,6 +828,9 @@ fn poll_loop(
                 }
                 lock(&shared.overflow).push_back(record);
             }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                reached_end(consumer, &shared, partition)
+            }
             Some(Err(error)) => {
                 tracing::warn!(error = %error, "kafka_kit: consumer error");
                 if sender.try_send(Err(error)).is_err() && sender.is_closed() {
@@ -844,6 +870,30 @@ fn mark_stopped(consumer: &BaseConsumer<KitContext>, shared: &Shared, topic: &st
         list.add_partition(topic, partition);
         let _ = consumer.pause(&list);
         tracing::debug!(topic, partition, "kafka_kit: partition reached its stop");
+    }
+}
+
+/// A partition has nothing more to read now. With a stop time in the past, nothing later can
+/// still be before it: the partition is done. (The event names only the partition number; with
+/// several topics it is applied only where that number is unambiguous.)
+fn reached_end(consumer: &BaseConsumer<KitContext>, shared: &Shared, partition: i32) {
+    let Some(StopAt::Time(stop)) = shared.stop_at else {
+        return;
+    };
+    if stop > replay::millis(std::time::SystemTime::now()) {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let matching: Vec<String> = assignment
+        .elements()
+        .iter()
+        .filter(|e| e.partition() == partition)
+        .map(|e| e.topic().to_owned())
+        .collect();
+    if let [topic] = matching.as_slice() {
+        mark_stopped(consumer, shared, topic, partition);
     }
 }
 

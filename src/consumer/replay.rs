@@ -36,7 +36,9 @@ impl StartAt {
 }
 
 /// Where a consumer stops handing out a partition's records; when every assigned partition has
-/// stopped, its stream ends.
+/// stopped, its stream ends. With a stop time in the past, a partition that has nothing left to
+/// read stops too (there can be nothing before the stop any more); with a stop offset, a
+/// partition stops only when it reaches the offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopAt {
     /// Before the first record whose timestamp is after this many milliseconds since the epoch.

@@ -390,3 +390,90 @@ pub async fn backpressure_and_flush_on_drop(cluster: &TestCluster) -> anyhow::Re
     );
     Ok(())
 }
+
+/// Replay from a timestamp, on a broker that looks offsets up by time (not the embedded one):
+/// each partition starts at its first record at or after the time, a partition with none starts
+/// at the end, and a stop time ends the replay by itself.
+pub async fn replay_from_a_timestamp(cluster: &TestCluster) -> anyhow::Result<()> {
+    use kafka_kit::consumer::{Consumer, StartAt, StopAt};
+    let topic = unique_topic("replay");
+    cluster.create_topic(&topic, 3).await?;
+    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let base = now - 3_600_000; // an hour ago
+    for i in 0..10 {
+        // Partition 0: one record a second from `base`; partition 1: all before the replay time;
+        // partition 2: all after it.
+        producer
+            .send(
+                Record::to(&topic)
+                    .partition(0)
+                    .timestamp(base + i * 1000)
+                    .payload(&format!("p0-{i}")),
+            )
+            .await?;
+        producer
+            .send(
+                Record::to(&topic)
+                    .partition(1)
+                    .timestamp(base - 600_000 + i)
+                    .payload(&format!("p1-{i}")),
+            )
+            .await?;
+        producer
+            .send(
+                Record::to(&topic)
+                    .partition(2)
+                    .timestamp(base + 60_000 + i)
+                    .payload(&format!("p2-{i}")),
+            )
+            .await?;
+    }
+    producer.close().await?;
+
+    let read = |start: StartAt, stop: StopAt| -> anyhow::Result<Consumer> {
+        Ok(Consumer::builder(&cluster.consumer_config().build()?)
+            .group_id(unique_topic("replay-group"))
+            .topics([topic.as_str()])
+            .start_at(start)
+            .stop_at(stop)
+            .build()?)
+    };
+    let collect = |consumer: Consumer| async move {
+        use futures::StreamExt;
+        let records = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            consumer.collect::<Vec<_>>(),
+        )
+        .await
+        .context("the replay did not end")?;
+        records
+            .into_iter()
+            .map(|r| Ok(String::from_utf8_lossy(r?.payload().unwrap_or_default()).into_owned()))
+            .collect::<anyhow::Result<std::collections::BTreeSet<String>>>()
+    };
+
+    // From base + 5 s to base + 70 s: p0-5..p0-9 and every p2 record; nothing of p1.
+    let got = collect(read(
+        StartAt::Time(base + 5_000),
+        StopAt::Time(base + 70_000),
+    )?)
+    .await?;
+    let expected: std::collections::BTreeSet<String> = (5..10)
+        .map(|i| format!("p0-{i}"))
+        .chain((0..10).map(|i| format!("p2-{i}")))
+        .collect();
+    ensure!(got == expected, "replayed {got:?}, expected {expected:?}");
+
+    // From base + 5 s to base + 7.5 s: p0-5, p0-6, p0-7 only.
+    let got = collect(read(
+        StartAt::Time(base + 5_000),
+        StopAt::Time(base + 7_500),
+    )?)
+    .await?;
+    let expected: std::collections::BTreeSet<String> = (5..8).map(|i| format!("p0-{i}")).collect();
+    ensure!(got == expected, "replayed {got:?}, expected {expected:?}");
+    Ok(())
+}
