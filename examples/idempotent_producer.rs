@@ -28,10 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = TestCluster::from_env_or_embedded()?;
     println!("cluster: {}", cluster.describe());
     // A topic of its own per run, so that reading it back shows just this run's messages.
-    let topic = format!(
-        "idempotent-events-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let topic = kafka_kit::testing::unique_name("idempotent-events");
     cluster.create_topic(&topic, 3).await?;
 
     let config = cluster

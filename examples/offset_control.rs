@@ -25,6 +25,7 @@ use kafka_kit::consumer::{
 };
 use kafka_kit::producer::{Producer, Record};
 use kafka_kit::rdkafka::consumer::CommitMode;
+use kafka_kit::rdkafka::Offset;
 use kafka_kit::testing::TestCluster;
 
 const BATCH: usize = 10;
@@ -35,11 +36,14 @@ struct Announce(&'static str);
 
 impl RebalanceListener for Announce {
     fn on_assigned(&self, assigned: &Assigned) {
-        for (partition, offset, from) in &assigned.starts {
+        for start in &assigned.starts {
+            let at = match start.offset {
+                Offset::Stored => "the committed offset".to_string(),
+                other => format!("{other:?}"),
+            };
             println!(
-                "  [{}] assigned {partition}, starting at {} ({from})",
-                self.0,
-                offset.map_or("the committed offset".into(), |o| format!("{o:?}"))
+                "  [{}] assigned {}[{}], starting at {at} ({:?})",
+                self.0, start.topic, start.partition, start.reason
             );
         }
     }
@@ -85,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cluster = TestCluster::from_env_or_embedded()?;
     println!("cluster: {}", cluster.describe());
-    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let run = kafka_kit::testing::run_id();
     let (topic, group) = (
         format!("user-events-{run}"),
         format!("offset-control-{run}"),

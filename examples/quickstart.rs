@@ -27,10 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = TestCluster::from_env_or_embedded()?;
     println!("cluster: {}", cluster.describe());
     // A topic of its own per run, so that reading it back shows just this run's events.
-    let topic = format!(
-        "quickstart-user-events-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let topic = kafka_kit::testing::unique_name("quickstart-user-events");
     let topic = topic.as_str();
     cluster.create_topic(topic, 6).await?;
     let partitions = cluster.partition_count(topic).await?;

@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(5);
     let cluster = TestCluster::from_env_or_embedded()?;
     println!("cluster: {}", cluster.describe());
-    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let run = kafka_kit::testing::run_id();
     let topic = format!("user-events-{run}");
     cluster.create_topic(&topic, 3).await?;
 

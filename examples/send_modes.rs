@@ -136,10 +136,7 @@ async fn main() -> anyhow::Result<()> {
     //    messages in send order even when a request is retried. (Reliable's idempotence keeps it
     //    too, with up to five requests in flight.)
     // A topic of its own per run, so that reading it back shows just this run's messages.
-    let ordered_topic = format!(
-        "send-modes-ordered-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let ordered_topic = kafka_kit::testing::unique_name("send-modes-ordered");
     let ordered_topic = ordered_topic.as_str();
     cluster.create_topic(ordered_topic, 1).await?;
     let ordered = cluster.config().preset(Preset::Ordered).build()?;

@@ -322,6 +322,17 @@ impl TestCluster {
     }
 }
 
+/// `prefix` and a short random suffix: a topic or group name no earlier run used, so that a run
+/// against a real cluster (which keeps topics) reads back only what it wrote.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", run_id())
+}
+
+/// A short random id (8 hex digits), to name several topics and groups of one run alike.
+pub fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await

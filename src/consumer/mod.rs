@@ -93,7 +93,7 @@ use crate::error::{Error, Result};
 
 pub use checkpoint::{CheckpointError, CheckpointStore, FileCheckpoints, MemoryCheckpoints};
 pub use record::{CommitOffsets, ConsumerRecord, DecodeError, NextOffset};
-pub use replay::{StartAt, StopAt};
+pub use replay::{PartitionStart, StartAt, StartReason, StopAt};
 
 /// Where to start a partition the group has no committed offset for (`auto.offset.reset`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -159,12 +159,11 @@ pub trait RebalanceListener: Send + Sync + 'static {
     }
 }
 
-/// What an assignment gave this consumer.
+/// What an assignment gave this consumer (already applied when the listener hears of it).
 #[derive(Clone, Debug)]
 pub struct Assigned {
-    /// Each new partition, where it starts (`None`: the group's committed offset or
-    /// `auto.offset.reset`), and why ("checkpoint", "committed", "time", …).
-    pub starts: Vec<(TopicPartition, Option<Offset>, &'static str)>,
+    /// Each new partition, where it starts, and why.
+    pub starts: Vec<PartitionStart>,
 }
 
 /// What a revocation took from this consumer.
@@ -380,10 +379,9 @@ impl ConsumerBuilder {
             consumer.subscribe(&topics)?;
         } else {
             // A manual assignment is known now: resolve the starting offsets at once.
-            let list = consumer
+            consumer
                 .context()
-                .assign_partitions(&consumer, &self.assign)?;
-            consumer.assign(&list)?;
+                .assign(&consumer, &self.assign, |list| consumer.assign(list))?;
         }
 
         let (sender, receiver) = mpsc::channel(self.buffer);
@@ -531,12 +529,13 @@ impl ClientContext for KitContext {
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl KitContext {
-    /// Decides where `partitions` start and returns the list to assign.
-    fn assign_partitions(
+    /// Decides where newly assigned `partitions` start: a checkpoint, else `start_at`. If that
+    /// cannot be decided, they start at the committed offsets rather than stall the group.
+    fn starts(
         &self,
         consumer: &BaseConsumer<KitContext>,
         partitions: &[(String, i32)],
-    ) -> Result<TopicPartitionList> {
+    ) -> Vec<PartitionStart> {
         let checkpoint = |topic: &str, partition: i32| match &self.checkpoints {
             Some(store) => store.load(topic, partition),
             None => Ok(None),
@@ -556,38 +555,56 @@ impl KitContext {
                 })
                 .collect())
         };
-        let starts = replay::start_offsets(partitions, self.start_at, checkpoint, by_time)
-            .map_err(|e| match e {
+        replay::start_offsets(partitions, self.start_at, checkpoint, by_time).unwrap_or_else(|e| {
+            let error = match e {
                 replay::StartError::Checkpoint(e) => Error::Checkpoint(e),
                 replay::StartError::Lookup(e) => Error::Kafka(e),
-            })?;
+            };
+            tracing::error!(error = %error, "kafka_kit: could not decide starting offsets; using the committed ones");
+            partitions
+                .iter()
+                .map(|(topic, partition)| PartitionStart {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: Offset::Stored,
+                    reason: StartReason::Fallback,
+                })
+                .collect()
+        })
+    }
+
+    /// Records the partitions as owned and returns the list to assign.
+    fn take_ownership(&self, starts: &[PartitionStart]) -> TopicPartitionList {
         let mut list = TopicPartitionList::with_capacity(starts.len());
         let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let mut owned = lock(&self.shared.owned);
-        for start in &starts {
-            list.add_partition_offset(&start.topic, start.partition, start.offset)?;
+        for start in starts {
+            // Cannot fail: a plain, special or absolute offset.
+            let _ = list.add_partition_offset(&start.topic, start.partition, start.offset);
             owned.insert((start.topic.clone(), start.partition), generation);
-            tracing::info!(topic = %start.topic, partition = start.partition, offset = ?start.offset, from = start.from, "kafka_kit: partition assigned");
+            tracing::info!(topic = %start.topic, partition = start.partition, offset = ?start.offset,
+                reason = ?start.reason, "kafka_kit: partition assigned");
         }
-        drop(owned);
+        list
+    }
+
+    /// Decides where `partitions` start, assigns them with `assign`, then tells the listener.
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<KitContext>,
+        partitions: &[(String, i32)],
+        assign: impl FnOnce(&TopicPartitionList) -> KafkaResult<()>,
+    ) -> KafkaResult<()> {
+        let starts = self.starts(consumer, partitions);
+        let list = self.take_ownership(&starts);
+        if self.shared.paused.load(Ordering::Acquire) {
+            let _ = consumer.pause(&list);
+        }
+        assign(&list)?;
         if let Some(listener) = &self.listener {
-            let starts = starts
-                .into_iter()
-                .map(|s| {
-                    let offset = (s.offset != Offset::Stored).then_some(s.offset);
-                    (
-                        TopicPartition {
-                            topic: s.topic,
-                            partition: s.partition,
-                        },
-                        offset,
-                        s.from,
-                    )
-                })
-                .collect();
             listener.on_assigned(&Assigned { starts });
         }
-        Ok(list)
+        Ok(())
     }
 
     /// Takes revoked (or lost) partitions away: before librdkafka unassigns them.
@@ -693,29 +710,13 @@ impl ConsumerContext for KitContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match self.assign_partitions(consumer, &partitions) {
-                    Ok(list) => {
-                        if self.shared.paused.load(Ordering::Acquire) {
-                            let _ = consumer.pause(&list);
-                        }
-                        if cooperative {
-                            consumer.incremental_assign(&list)
-                        } else {
-                            consumer.assign(&list)
-                        }
+                self.assign(consumer, &partitions, |list| {
+                    if cooperative {
+                        consumer.incremental_assign(list)
+                    } else {
+                        consumer.assign(list)
                     }
-                    Err(e) => {
-                        // Starting positions could not be decided (a checkpoint store failed, the
-                        // time lookup timed out): start from the committed offsets rather than
-                        // stall the group, and say so loudly.
-                        tracing::error!(error = %e, "kafka_kit: could not resolve starting offsets; using committed offsets");
-                        if cooperative {
-                            consumer.incremental_assign(tpl)
-                        } else {
-                            consumer.assign(tpl)
-                        }
-                    }
-                }
+                })
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.revoke(consumer, &partitions, consumer.assignment_lost());
@@ -1253,13 +1254,13 @@ fn lag_of<C: ConsumerContext>(
 
 /// The lag of `group` on every partition of `topics`, seen from outside the group (the group is
 /// not joined).
-pub async fn group_lag(
+pub async fn group_lag<T: AsRef<str>>(
     config: &KafkaConfig,
     group: &str,
-    topics: &[&str],
+    topics: impl IntoIterator<Item = T>,
 ) -> Result<Vec<PartitionLag>> {
     let config = config.with([("group.id", group), ("enable.auto.commit", "false")])?;
-    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let topics: Vec<String> = topics.into_iter().map(|t| t.as_ref().to_owned()).collect();
     blocking(move || {
         let consumer: BaseConsumer = config.to_client_config().create()?;
         let mut partitions = TopicPartitionList::new();
@@ -1279,23 +1280,27 @@ pub async fn group_lag(
     .await
 }
 
-/// [`group_lag`] every `interval`, as a stream (the first report comes at once).
-pub fn lag_reports(
+/// [`group_lag`] every `interval`, as a stream; the first report comes at once.
+pub fn lag_reports<T: AsRef<str>>(
     config: KafkaConfig,
-    group: String,
-    topics: Vec<String>,
+    group: impl Into<String>,
+    topics: impl IntoIterator<Item = T>,
     interval: Duration,
 ) -> impl Stream<Item = Result<Vec<PartitionLag>>> {
-    futures_util::stream::unfold(true, move |first| {
-        let (config, group, topics) = (config.clone(), group.clone(), topics.clone());
-        async move {
-            if !first {
-                tokio::time::sleep(interval).await;
-            }
-            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            Some((group_lag(&config, &group, &topics).await, false))
-        }
-    })
+    let (group, topics): (String, Vec<String>) = (
+        group.into(),
+        topics.into_iter().map(|t| t.as_ref().to_owned()).collect(),
+    );
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures_util::stream::unfold(
+        (ticks, config, group, topics),
+        |(mut ticks, config, group, topics)| async move {
+            ticks.tick().await;
+            let report = group_lag(&config, &group, &topics).await;
+            Some((report, (ticks, config, group, topics)))
+        },
+    )
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

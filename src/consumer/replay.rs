@@ -69,13 +69,40 @@ pub(crate) fn millis(time: SystemTime) -> i64 {
     }
 }
 
-/// A partition's starting position, and where it came from (for logs).
+/// Where a newly assigned partition starts, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Start {
+pub struct PartitionStart {
+    /// The topic.
     pub topic: String,
+    /// The partition.
     pub partition: i32,
+    /// The starting offset; `Offset::Stored` is the group's committed offset (or
+    /// `auto.offset.reset` without one), and `Offset::End`/`Beginning` are looked up by librdkafka
+    /// when fetching starts.
     pub offset: Offset,
-    pub from: &'static str,
+    /// Why it starts there.
+    pub reason: StartReason,
+}
+
+/// Why a partition starts where it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartReason {
+    /// A checkpoint saved in the consumer's checkpoint store.
+    Checkpoint,
+    /// [`StartAt::Committed`].
+    Committed,
+    /// [`StartAt::Beginning`].
+    Beginning,
+    /// [`StartAt::End`].
+    End,
+    /// [`StartAt::Time`]: the first record at or after the time.
+    Time,
+    /// [`StartAt::Time`], but the partition has no record at or after the time: its end.
+    NoRecordAfterTime,
+    /// The starting positions could not be decided (a checkpoint store or the time lookup
+    /// failed): the group's committed offset, rather than stall the group.
+    Fallback,
 }
 
 /// Decides where each newly assigned partition starts: a saved checkpoint first, then `start_at`.
@@ -87,27 +114,28 @@ pub(crate) fn start_offsets<E>(
     start_at: StartAt,
     checkpoint: impl Fn(&str, i32) -> Result<Option<i64>, CheckpointError>,
     offsets_for_time: impl FnOnce(&[(String, i32)], i64) -> Result<Vec<Option<i64>>, E>,
-) -> Result<Vec<Start>, StartError<E>> {
+) -> Result<Vec<PartitionStart>, StartError<E>> {
     let mut starts = Vec::with_capacity(partitions.len());
     let mut by_time = Vec::new();
     for (topic, partition) in partitions {
-        let (offset, from) = match checkpoint(topic, *partition).map_err(StartError::Checkpoint)? {
-            Some(offset) => (Offset::Offset(offset), "checkpoint"),
-            None => match start_at {
-                StartAt::Committed => (Offset::Stored, "committed"),
-                StartAt::Beginning => (Offset::Beginning, "beginning"),
-                StartAt::End => (Offset::End, "end"),
-                StartAt::Time(_) => {
-                    by_time.push(starts.len());
-                    (Offset::End, "time")
-                }
-            },
-        };
-        starts.push(Start {
+        let (offset, reason) =
+            match checkpoint(topic, *partition).map_err(StartError::Checkpoint)? {
+                Some(offset) => (Offset::Offset(offset), StartReason::Checkpoint),
+                None => match start_at {
+                    StartAt::Committed => (Offset::Stored, StartReason::Committed),
+                    StartAt::Beginning => (Offset::Beginning, StartReason::Beginning),
+                    StartAt::End => (Offset::End, StartReason::End),
+                    StartAt::Time(_) => {
+                        by_time.push(starts.len());
+                        (Offset::End, StartReason::Time)
+                    }
+                },
+            };
+        starts.push(PartitionStart {
             topic: topic.clone(),
             partition: *partition,
             offset,
-            from,
+            reason,
         });
     }
     if let (StartAt::Time(time), false) = (start_at, by_time.is_empty()) {
@@ -120,7 +148,7 @@ pub(crate) fn start_offsets<E>(
             if let Some(offset) = offset.filter(|&o| o >= 0) {
                 starts[i].offset = Offset::Offset(offset);
             } else {
-                starts[i].from = "time (no record after it: end)";
+                starts[i].reason = StartReason::NoRecordAfterTime;
             }
         }
     }
@@ -156,7 +184,7 @@ mod tests {
             offsets,
             [Offset::Beginning, Offset::Offset(42), Offset::Beginning]
         );
-        assert_eq!(starts[1].from, "checkpoint");
+        assert_eq!(starts[1].reason, StartReason::Checkpoint);
     }
 
     #[test]

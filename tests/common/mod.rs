@@ -29,7 +29,7 @@ pub fn init_tracing() {
 
 /// A topic name no earlier run has used (real brokers keep topics between runs).
 pub fn unique_topic(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    kafka_kit::testing::unique_name(prefix)
 }
 
 fn config(cluster: &TestCluster) -> anyhow::Result<KafkaConfig> {
