@@ -364,6 +364,12 @@ impl ConfigBuilder {
         self.set("message.timeout.ms", timeout.as_millis().to_string())
     }
 
+    /// Reports librdkafka's statistics every `interval` (`statistics.interval.ms`): see
+    /// [`monitoring`](crate::monitoring).
+    pub fn statistics_interval(self, interval: Duration) -> Self {
+        self.set("statistics.interval.ms", interval.as_millis().to_string())
+    }
+
     /// Connects over TLS.
     pub fn ssl(mut self, ssl: Ssl) -> Self {
         self.ssl = Some(ssl);

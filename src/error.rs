@@ -52,6 +52,9 @@ pub enum Error {
     /// A record's value could not be decoded.
     #[error(transparent)]
     Decode(#[from] crate::consumer::DecodeError),
+    /// A large payload could not be stored, fetched or verified.
+    #[error(transparent)]
+    ClaimCheck(#[from] crate::claim_check::ClaimCheckError),
     /// A checkpoint store failed.
     #[error(transparent)]
     Checkpoint(#[from] crate::consumer::CheckpointError),

@@ -17,6 +17,10 @@
 //! - [`config`]: a typed configuration whose `build()` reports every problem by property name, and
 //!   whose `Debug` never shows a secret.
 //! - [`error`]: one error type with `is_retriable`, `is_fatal` and `txn_requires_abort`.
+//! - [`claim_check`]: large messages by reference, stored in a blob store and verified on the way
+//!   back.
+//! - [`monitoring`]: typed client statistics (rates, queue depth, batch sizes, broker round trips,
+//!   consumer lag) and topic health.
 //! - [`testing`]: an embedded broker (librdkafka's mock cluster), or the cluster in
 //!   `KAFKA_BOOTSTRAP_SERVERS`.
 //!
@@ -49,13 +53,24 @@
 // `DeliveryReport`) is of the same size: boxing the error would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod claim_check;
 pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod headers;
+pub mod monitoring;
 pub mod partitioner;
 pub mod producer;
 pub mod testing;
 
 pub use error::{Error, Result};
+
+/// Runs a blocking librdkafka call off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Background(e.to_string()))?
+}
 pub use rdkafka;

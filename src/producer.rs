@@ -408,6 +408,7 @@ struct Shared {
     /// Senders waiting for room in the local queue.
     waiters: AtomicUsize,
     room: Notify,
+    stats: crate::monitoring::StatsHub,
 }
 
 /// Counters of a producer's messages since it was built.
@@ -435,7 +436,11 @@ struct KitContext<C> {
     _context: PhantomData<fn() -> C>,
 }
 
-impl<C: Send + 'static> ClientContext for KitContext<C> {}
+impl<C: Send + 'static> ClientContext for KitContext<C> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.shared.stats.publish(statistics);
+    }
+}
 
 impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
     type DeliveryOpaque = Opaque<C>;
@@ -797,6 +802,14 @@ impl<C: Send + 'static> Producer<C> {
             delivered: shared.delivered.get(),
             failed: shared.failed.get(),
         }
+    }
+
+    /// The client's statistics reports, as they come (needs
+    /// [`statistics_interval`](crate::config::ConfigBuilder::statistics_interval)).
+    pub fn statistics(
+        &self,
+    ) -> futures_util::stream::BoxStream<'static, Arc<crate::monitoring::ClientStats>> {
+        self.inner.shared.stats.subscribe()
     }
 
     /// Messages in librdkafka's queues, in flight, or with a report not yet handled.

@@ -262,7 +262,7 @@ impl TestCluster {
     /// The topic's partition count, from the cluster's metadata.
     pub async fn partition_count(&self, topic: &str) -> Result<i32> {
         let (config, topic) = (self.client_config(), topic.to_owned());
-        blocking(move || {
+        crate::blocking(move || {
             let consumer: BaseConsumer = config.create()?;
             let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             let found = metadata.topics().iter().find(|t| t.name() == topic);
@@ -289,7 +289,7 @@ impl TestCluster {
     ) -> Result<Vec<OwnedMessage>> {
         let partitions = self.partition_count(topic).await?;
         let (config, topic) = (self.client_config(), topic.to_owned());
-        blocking(move || {
+        crate::blocking(move || {
             let consumer: BaseConsumer = config
                 .clone()
                 .set("group.id", "kafka-kit-test-reader")
@@ -331,10 +331,4 @@ pub fn unique_name(prefix: &str) -> String {
 /// A short random id (8 hex digits), to name several topics and groups of one run alike.
 pub fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Background(e.to_string()))?
 }

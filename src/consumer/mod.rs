@@ -436,6 +436,7 @@ struct Shared {
     stopped: Mutex<Vec<(String, i32)>>,
     stop_at: Option<StopAt>,
     revoke_timeout: Duration,
+    stats: crate::monitoring::StatsHub,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -457,6 +458,7 @@ impl Shared {
             stopped: Mutex::default(),
             stop_at,
             revoke_timeout,
+            stats: Default::default(),
         }
     }
 
@@ -516,6 +518,10 @@ struct KitContext {
 }
 
 impl ClientContext for KitContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.shared.stats.publish(statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::error::RDKafkaErrorCode::PartitionEOF;
         match error.rdkafka_error_code() {
@@ -930,7 +936,7 @@ impl Inner {
             }
             CommitMode::Sync => {
                 let inner = self.clone();
-                blocking(move || inner.commit_sync(offsets)).await
+                crate::blocking(move || inner.commit_sync(offsets)).await
             }
         }
     }
@@ -1053,7 +1059,7 @@ impl Consumer {
     /// The committed offsets of the assigned partitions.
     pub async fn committed(&self) -> Result<CommitOffsets> {
         let inner = self.inner.clone();
-        blocking(move || {
+        crate::blocking(move || {
             let list = inner.consumer.committed(LOOKUP_TIMEOUT)?;
             let mut offsets = CommitOffsets::new();
             for e in list.elements() {
@@ -1082,18 +1088,27 @@ impl Consumer {
     /// Each assigned partition's lag: its high watermark minus the group's committed offset.
     pub async fn lag(&self) -> Result<Vec<PartitionLag>> {
         let inner = self.inner.clone();
-        blocking(move || {
+        crate::blocking(move || {
             let assignment = inner.consumer.assignment()?;
             lag_of(&*inner.consumer, assignment)
         })
         .await
     }
 
+    /// The client's statistics reports, as they come (needs
+    /// [`statistics_interval`](crate::config::ConfigBuilder::statistics_interval)); they include
+    /// the lag of each partition as this consumer sees it.
+    pub fn statistics(
+        &self,
+    ) -> futures_util::stream::BoxStream<'static, Arc<crate::monitoring::ClientStats>> {
+        self.inner.shared.stats.subscribe()
+    }
+
     /// Checks that the cluster answers, like kafka-python's `bootstrap_connected()`: the number of
     /// brokers it reports.
     pub async fn check_connection(&self, timeout: Duration) -> Result<usize> {
         let inner = self.inner.clone();
-        blocking(move || {
+        crate::blocking(move || {
             Ok(inner
                 .consumer
                 .fetch_metadata(None, timeout)?
@@ -1118,7 +1133,7 @@ impl Consumer {
             .commit(pending_commits(&inner.shared), CommitMode::Sync)
             .await;
         drop(receiver);
-        blocking(move || {
+        crate::blocking(move || {
             inner.shut_down();
             // `inner` drops here (if it is the last handle): the rdkafka consumer closes, the
             // revoke hook commits anything marked since, and the consumer leaves the group.
@@ -1261,7 +1276,7 @@ pub async fn group_lag<T: AsRef<str>>(
 ) -> Result<Vec<PartitionLag>> {
     let config = config.with([("group.id", group), ("enable.auto.commit", "false")])?;
     let topics: Vec<String> = topics.into_iter().map(|t| t.as_ref().to_owned()).collect();
-    blocking(move || {
+    crate::blocking(move || {
         let consumer: BaseConsumer = config.to_client_config().create()?;
         let mut partitions = TopicPartitionList::new();
         for topic in &topics {
@@ -1286,25 +1301,19 @@ pub fn lag_reports<T: AsRef<str>>(
     group: impl Into<String>,
     topics: impl IntoIterator<Item = T>,
     interval: Duration,
-) -> impl Stream<Item = Result<Vec<PartitionLag>>> {
+) -> futures_util::stream::BoxStream<'static, Result<Vec<PartitionLag>>> {
     let (group, topics): (String, Vec<String>) = (
         group.into(),
         topics.into_iter().map(|t| t.as_ref().to_owned()).collect(),
     );
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    futures_util::stream::unfold(
+    Box::pin(futures_util::stream::unfold(
         (ticks, config, group, topics),
         |(mut ticks, config, group, topics)| async move {
             ticks.tick().await;
             let report = group_lag(&config, &group, &topics).await;
             Some((report, (ticks, config, group, topics)))
         },
-    )
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Background(e.to_string()))?
+    ))
 }
