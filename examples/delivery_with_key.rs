@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
                     key = %report.key_lossy().unwrap_or_default(),
                     // The embedded mock broker stamps every message LogAppendTime(1234); Kafka keeps
                     // the create time unless the topic says otherwise.
-                    timestamp = ?report.timestamp,
+                    record_timestamp = ?report.timestamp,
                     request_id = report.context.request_id,
                     latency_us = report.context.started.elapsed().as_micros() as u64,
                 ),

@@ -124,6 +124,13 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\ninjected {injected} transient produce errors, then sent {count} messages with one key:"
     );
+    if injected > 0 {
+        // Seen with .set("debug", "msg") and RUST_LOG=librdkafka=debug: the same MessageSet
+        // (BaseSeq 0) refused four times, then accepted.
+        println!(
+            "  librdkafka re-sent the refused batch with the same producer id and sequence numbers"
+        );
+    }
     println!(
         "  delivery reports: {} ok, offsets increasing: {}",
         offsets.len(),
