@@ -268,7 +268,41 @@ pub struct DeliveryReport<C = ()> {
     pub context: C,
 }
 
+impl DeliveryReport {
+    /// The report of a delivered message: what kafka-kit builds in its delivery callback.
+    pub fn from_message(message: &impl Message) -> Self {
+        DeliveryReport {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp(),
+            key: message.key().map(<[u8]>::to_vec),
+            context: (),
+        }
+    }
+}
+
 impl<C> DeliveryReport<C> {
+    /// The same report with another context.
+    pub fn with_context<D>(self, context: D) -> DeliveryReport<D> {
+        let DeliveryReport {
+            topic,
+            partition,
+            offset,
+            timestamp,
+            key,
+            ..
+        } = self;
+        DeliveryReport {
+            topic,
+            partition,
+            offset,
+            timestamp,
+            key,
+            context,
+        }
+    }
+
     /// The key as text, with invalid UTF-8 replaced.
     pub fn key_lossy(&self) -> Option<Cow<'_, str>> {
         self.key.as_deref().map(String::from_utf8_lossy)
@@ -317,15 +351,7 @@ impl<C> From<ProduceError<C>> for Error {
 }
 
 /// What a delivery report says, before the context is attached.
-type Outcome = std::result::Result<Delivered, Failed>;
-
-struct Delivered {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    timestamp: Timestamp,
-    key: Option<Vec<u8>>,
-}
+type Outcome = std::result::Result<DeliveryReport, Failed>;
 
 struct Failed {
     error: Error,
@@ -334,13 +360,7 @@ struct Failed {
 
 fn outcome(result: &DeliveryResult<'_>) -> Outcome {
     match result {
-        Ok(message) => Ok(Delivered {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp: message.timestamp(),
-            key: message.key().map(<[u8]>::to_vec),
-        }),
+        Ok(message) => Ok(DeliveryReport::from_message(message)),
         Err((error, message)) => Err(Failed {
             error: Error::Kafka(error.clone()),
             message: OwnedRecord::from_message(message),
@@ -353,14 +373,7 @@ fn with_context<C>(
     context: C,
 ) -> std::result::Result<DeliveryReport<C>, ProduceError<C>> {
     match outcome {
-        Ok(d) => Ok(DeliveryReport {
-            topic: d.topic,
-            partition: d.partition,
-            offset: d.offset,
-            timestamp: d.timestamp,
-            key: d.key,
-            context,
-        }),
+        Ok(report) => Ok(report.with_context(context)),
         Err(f) => Err(ProduceError {
             error: f.error,
             message: f.message,

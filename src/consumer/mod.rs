@@ -275,7 +275,7 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Records fetched ahead of the application (default 1024). When the buffer is full, the
+    /// Records fetched ahead of the application (default 8192). When the buffer is full, the
     /// consumer pauses its partitions rather than stop serving rebalances.
     pub fn buffer(mut self, records: usize) -> Self {
         self.buffer = records;
@@ -384,13 +384,15 @@ impl ConsumerBuilder {
                 .assign(&consumer, &self.assign, |list| consumer.assign(list))?;
         }
 
-        let (sender, receiver) = mpsc::channel(self.buffer);
+        // `buffer` records ahead at most: batches of up to BATCH records.
+        let batch = self.buffer.min(BATCH);
+        let (sender, receiver) = mpsc::channel(self.buffer / batch);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (consumer, stop) = (consumer.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("kafka-kit-consumer".into())
-                .spawn(move || poll_loop(&consumer, &sender, &stop))
+                .spawn(move || poll_loop(&consumer, &sender, &stop, batch))
                 .map_err(|e| {
                     Error::Kafka(KafkaError::ClientCreation(format!(
                         "could not start the polling thread: {e}"
@@ -407,6 +409,7 @@ impl ConsumerBuilder {
                 thread: Mutex::new(Some(thread)),
             }),
             receiver,
+            pending: VecDeque::new(),
         })
     }
 }
@@ -788,61 +791,104 @@ fn commit_offsets(
     Ok(())
 }
 
+/// Records handed to the application in one channel message, at most (fewer with a smaller
+/// buffer).
+const BATCH: usize = 256;
+
 /// The polling thread: fetches records, hands them over, serves rebalances, never blocks on the
 /// application.
 fn poll_loop(
     consumer: &BaseConsumer<KitContext>,
-    sender: &mpsc::Sender<KafkaResult<ConsumerRecord>>,
+    sender: &mpsc::Sender<KafkaResult<Vec<ConsumerRecord>>>,
     stop: &AtomicBool,
+    batch: usize,
 ) {
+    /// How often the polling thread serves librdkafka's events (rebalances) at the least.
+    const SERVE_EVENTS_EVERY: Duration = Duration::from_millis(100);
+    /// Records waiting beyond the buffer before the partitions are paused.
+    const PAUSE_BACKLOG: usize = 1024;
     let shared = consumer.context().shared.clone();
+    let mut last_poll = Instant::now();
     while !stop.load(Ordering::Acquire) {
         // Hand over what is waiting, as far as the buffer has room.
         let backlog = {
             let mut overflow = lock(&shared.overflow);
-            while let Some(record) = overflow.pop_front() {
-                match sender.try_send(Ok(record)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(Ok(record))) => {
-                        overflow.push_front(record);
-                        break;
-                    }
-                    Err(_) => return, // the consumer was dropped
+            // Only this thread sends, so room seen is room had.
+            while !overflow.is_empty() && sender.capacity() > 0 {
+                let n = overflow.len().min(batch);
+                let batch: Vec<ConsumerRecord> = overflow.drain(..n).collect();
+                if sender.try_send(Ok(batch)).is_err() {
+                    return; // the consumer was dropped
                 }
             }
             overflow.len()
         };
-        set_paused(consumer, &shared, backlog > 0);
         if all_stopped(consumer, &shared) {
             return; // dropping the sender ends the stream
         }
-
-        let timeout = if backlog > 0 {
-            Duration::from_millis(10)
+        // The application is behind: wait for room rather than fetch more, but poll at least
+        // every 100 ms so that rebalances are served on time. Pausing makes librdkafka drop what
+        // it prefetched, so only a backlog that keeps growing (a stuck application) pauses.
+        if backlog > 0 && last_poll.elapsed() < SERVE_EVENTS_EVERY {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        if backlog >= PAUSE_BACKLOG {
+            set_paused(consumer, &shared, true);
+        } else if backlog == 0 {
+            set_paused(consumer, &shared, false);
+        }
+        // Wait for the first record, then take what librdkafka has ready, up to a batch.
+        let mut timeout = if backlog > 0 {
+            Duration::ZERO
         } else {
-            Duration::from_millis(100)
+            SERVE_EVENTS_EVERY
         };
+        last_poll = Instant::now();
+        for _ in 0..batch {
+            if !poll_once(consumer, &shared, sender, timeout) {
+                break;
+            }
+            timeout = Duration::ZERO;
+        }
+    }
+}
+
+/// Polls librdkafka once: a record goes to the overflow queue, an event is handled. Returns
+/// whether there was anything, so that the caller polls again at once.
+fn poll_once(
+    consumer: &BaseConsumer<KitContext>,
+    shared: &Shared,
+    sender: &mpsc::Sender<KafkaResult<Vec<ConsumerRecord>>>,
+    timeout: Duration,
+) -> bool {
+    {
         match consumer.poll(timeout) {
-            None => {}
+            None => false,
             Some(Ok(message)) => {
                 let generation = shared.generation.load(Ordering::Acquire);
                 let record = ConsumerRecord::new(message.detach(), generation);
-                if let Some(stop_at) = shared.stop_at {
-                    if stop_at.is_past(record.offset(), record.timestamp().to_millis()) {
-                        mark_stopped(consumer, &shared, record.topic(), record.partition());
-                        continue;
+                match shared.stop_at {
+                    Some(stop) if stop.is_past(record.offset(), record.timestamp().to_millis()) => {
+                        mark_stopped(consumer, shared, record.topic(), record.partition());
                     }
+                    _ => lock(&shared.overflow).push_back(record),
                 }
-                lock(&shared.overflow).push_back(record);
+                true
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                reached_end(consumer, &shared, partition)
+                reached_end(consumer, shared, partition);
+                true
             }
             Some(Err(error)) => {
                 tracing::warn!(error = %error, "kafka_kit: consumer error");
-                if sender.try_send(Err(error)).is_err() && sender.is_closed() {
-                    return;
+                // Errors go out in order: hand over the records before them first.
+                let records: Vec<ConsumerRecord> = lock(&shared.overflow).drain(..).collect();
+                if !records.is_empty() {
+                    let _ = sender.blocking_send(Ok(records));
                 }
+                let _ = sender.blocking_send(Err(error));
+                false
             }
         }
     }
@@ -988,7 +1034,9 @@ impl Drop for Inner {
 /// A Kafka consumer. See the [module documentation](self).
 pub struct Consumer {
     inner: Arc<Inner>,
-    receiver: mpsc::Receiver<KafkaResult<ConsumerRecord>>,
+    /// Batches of records from the polling thread, and the rest of the current batch.
+    receiver: mpsc::Receiver<KafkaResult<Vec<ConsumerRecord>>>,
+    pending: VecDeque<ConsumerRecord>,
 }
 
 impl fmt::Debug for Consumer {
@@ -1012,17 +1060,29 @@ impl Consumer {
             stop_at: None,
             checkpoints: None,
             listener: None,
-            buffer: 1024,
+            buffer: 8192,
             revoke_timeout: Duration::from_secs(10),
         }
     }
 
     /// The next record; `None` once the consumer has stopped (see [`StopAt`]).
     pub async fn recv(&mut self) -> Option<Result<ConsumerRecord>> {
+        std::future::poll_fn(|cx| self.poll_record(cx)).await
+    }
+
+    /// The next current record of the batch at hand, or of the next batch.
+    fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ConsumerRecord>>> {
         loop {
-            match self.receiver.recv().await? {
-                Ok(record) if !self.inner.shared.is_current(&record) => continue,
-                other => return Some(other.map_err(Error::from)),
+            while let Some(record) = self.pending.pop_front() {
+                if self.inner.shared.is_current(&record) {
+                    return Poll::Ready(Some(Ok(record)));
+                }
+            }
+            match self.receiver.poll_recv(cx) {
+                Poll::Ready(Some(Ok(batch))) => self.pending = batch.into(),
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -1126,7 +1186,9 @@ impl Consumer {
 
     /// Stops polling, commits what was marked processed, and leaves the group.
     pub async fn close(self) -> Result<()> {
-        let Consumer { inner, receiver } = self;
+        let Consumer {
+            inner, receiver, ..
+        } = self;
         // Commit while the polling thread still serves rebalances, so that a commit racing one
         // can be retried once the group has settled.
         let committed = inner
@@ -1154,13 +1216,7 @@ impl Stream for Consumer {
     type Item = Result<ConsumerRecord>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match self.receiver.poll_recv(cx) {
-                Poll::Ready(Some(Ok(record))) if !self.inner.shared.is_current(&record) => continue,
-                Poll::Ready(item) => return Poll::Ready(item.map(|r| r.map_err(Error::from))),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.poll_record(cx)
     }
 }
 

@@ -1,0 +1,621 @@
+//! A throughput tool in the spirit of librdkafka's rdkafka_performance: kafka-kit against raw
+//! rdkafka, same workload, same broker, one run.
+//!
+//! ```text
+//! cargo run --release --example perf -- produce --mode callback --raw
+//! cargo run --release --example perf -- produce --mode await --messages 200000 --size 100 --keys 1000
+//! cargo run --release --example perf -- consume --raw
+//! cargo run --release --example perf -- produce --brokers localhost:9092 --preset reliable
+//! ```
+//!
+//! Flags: `--mode await|callback|fire` (produce), `--brokers LIST` (default: the embedded broker,
+//! or `KAFKA_BOOTSTRAP_SERVERS`), `--topic NAME`, `--messages N` (default 500000), `--size BYTES`
+//! (default 100), `--partitions N` (default 6), `--keys N` (distinct keys, MD5-routed; 0 for
+//! keyless; default 1000), `--preset reliable|ordered|throughput|fire-and-forget`,
+//! `--partitioner md5|murmur2|consistent` (default md5), `--raw` (also run raw rdkafka:
+//! ThreadedProducer for callback and fire, FutureProducer for await, BaseConsumer for consume).
+//!
+//! It prints progress each second, then, per client, p50/p99/max delivery latency (await mode)
+//! and `msgs_per_sec=<n> mb_per_sec=<n> cpu_us_per_msg=<n>`; kafka-kit's line is the last. CPU is
+//! the whole process's (`getrusage`), the embedded broker's threads included: compare the two
+//! clients of one run, not runs on different brokers.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::stream::{FuturesUnordered, StreamExt};
+use kafka_kit::config::{KafkaConfig, Preset};
+use kafka_kit::consumer::{Consumer, StartAt};
+use kafka_kit::partitioner::Partitioning;
+use kafka_kit::producer::{Producer, Record};
+use kafka_kit::rdkafka::consumer::{BaseConsumer, Consumer as _};
+use kafka_kit::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use kafka_kit::rdkafka::message::{DeliveryResult, Message};
+use kafka_kit::rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer as _,
+    ProducerContext, ThreadedProducer,
+};
+use kafka_kit::rdkafka::util::Timeout;
+use kafka_kit::rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use kafka_kit::testing::{run_id, TestCluster};
+
+#[derive(Clone, Debug)]
+struct Args {
+    command: String,
+    mode: String,
+    brokers: Option<String>,
+    topic: Option<String>,
+    messages: u64,
+    size: usize,
+    partitions: i32,
+    keys: usize,
+    preset: Option<Preset>,
+    partitioner: Partitioning,
+    raw: bool,
+}
+
+fn parse() -> anyhow::Result<Args> {
+    let mut args = Args {
+        command: String::new(),
+        mode: "callback".into(),
+        brokers: None,
+        topic: None,
+        messages: 500_000,
+        size: 100,
+        partitions: 6,
+        keys: 1000,
+        preset: None,
+        partitioner: Partitioning::Md5,
+        raw: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "produce" | "consume" | "eos" => args.command = arg.clone(),
+            "--mode" => args.mode = value()?,
+            "--brokers" => args.brokers = Some(value()?),
+            "--topic" => args.topic = Some(value()?),
+            "--messages" => args.messages = value()?.parse()?,
+            "--size" => args.size = value()?.parse()?,
+            "--partitions" => args.partitions = value()?.parse()?,
+            "--keys" => args.keys = value()?.parse()?,
+            "--raw" => args.raw = true,
+            "--preset" => {
+                args.preset = Some(match value()?.as_str() {
+                    "reliable" => Preset::Reliable,
+                    "ordered" => Preset::Ordered,
+                    "throughput" => Preset::Throughput,
+                    "fire-and-forget" => Preset::FireAndForget,
+                    other => bail!("unknown preset {other}"),
+                })
+            }
+            "--partitioner" => {
+                args.partitioner = match value()?.as_str() {
+                    "md5" => Partitioning::Md5,
+                    "murmur2" => Partitioning::Murmur2Random,
+                    "consistent" => Partitioning::ConsistentRandom,
+                    other => bail!("unknown partitioner {other}"),
+                }
+            }
+            other => bail!("unknown argument {other} (see the doc comment of examples/perf.rs)"),
+        }
+    }
+    if !matches!(args.mode.as_str(), "await" | "callback" | "fire") {
+        bail!("--mode is await, callback or fire");
+    }
+    Ok(args)
+}
+
+/// CPU time of the whole process so far (user + system).
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage on this process");
+    let time =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    time(usage.user_time()) + time(usage.system_time())
+}
+
+/// Measures one client's run.
+struct Run {
+    label: &'static str,
+    started: Instant,
+    cpu: Duration,
+    done: Arc<AtomicU64>,
+    progress: tokio::task::JoinHandle<()>,
+}
+
+impl Run {
+    fn start(label: &'static str) -> Self {
+        let done = Arc::new(AtomicU64::new(0));
+        let progress = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut last = 0;
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let now = done.load(Ordering::Relaxed);
+                    eprintln!(
+                        "  [{label}] {:>5.1}s {now:>9} done, {:>9} msg/s",
+                        started.elapsed().as_secs_f64(),
+                        now - last
+                    );
+                    last = now;
+                }
+            })
+        };
+        Run {
+            label,
+            started: Instant::now(),
+            cpu: cpu_time(),
+            done,
+            progress,
+        }
+    }
+
+    fn finish(self, messages: u64, size: usize, latencies: Option<Vec<Duration>>) -> Figures {
+        let wall = self.started.elapsed();
+        let cpu = cpu_time() - self.cpu;
+        self.progress.abort();
+        let figures = Figures {
+            msgs_per_sec: messages as f64 / wall.as_secs_f64(),
+            mb_per_sec: (messages as f64 * size as f64) / wall.as_secs_f64() / 1e6,
+            cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / messages as f64,
+        };
+        if let Some(mut latencies) = latencies.filter(|l| !l.is_empty()) {
+            latencies.sort();
+            let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+            println!(
+                "[{}] latency p50={:.2}ms p99={:.2}ms max={:.2}ms",
+                self.label,
+                at(0.5).as_secs_f64() * 1e3,
+                at(0.99).as_secs_f64() * 1e3,
+                latencies[latencies.len() - 1].as_secs_f64() * 1e3
+            );
+        }
+        println!(
+            "[{}] {} messages in {:.2}s",
+            self.label,
+            messages,
+            wall.as_secs_f64()
+        );
+        figures
+    }
+}
+
+struct Figures {
+    msgs_per_sec: f64,
+    mb_per_sec: f64,
+    cpu_us_per_msg: f64,
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "msgs_per_sec={:.0} mb_per_sec={:.2} cpu_us_per_msg={:.3}",
+            self.msgs_per_sec, self.mb_per_sec, self.cpu_us_per_msg
+        )
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = parse()?;
+    let cluster = match &args.brokers {
+        Some(brokers) => TestCluster::external(brokers.clone()),
+        None => TestCluster::from_env_or_embedded()?,
+    };
+    eprintln!("cluster: {}", cluster.describe());
+    let mut builder = cluster.config();
+    if let Some(preset) = args.preset {
+        builder = builder.preset(preset);
+    }
+    let config = builder.build()?;
+    let payload = vec![b'x'; args.size];
+    let keys: Vec<String> = (0..args.keys).map(|i| format!("key-{i}")).collect();
+    let topic = |who: &str| {
+        args.topic
+            .clone()
+            .unwrap_or_else(|| format!("perf-{who}-{}", run_id()))
+    };
+
+    match args.command.as_str() {
+        "produce" => {
+            eprintln!("produce: {} messages of {} bytes, {} keys, mode {}\n", args.messages, args.size, args.keys, args.mode);
+            let raw = if args.raw {
+                let topic = topic("raw");
+                cluster.create_topic(&topic, args.partitions).await?;
+                Some(produce_raw(&args, &config, &topic, &payload, &keys).await?)
+            } else {
+                None
+            };
+            let topic = topic("kit");
+            cluster.create_topic(&topic, args.partitions).await?;
+            let kit = produce_kit(&args, &config, &topic, &payload, &keys).await?;
+            print_results(raw, kit);
+        }
+        "consume" => {
+            let topic = topic("consume");
+            cluster.create_topic(&topic, args.partitions).await?;
+            eprintln!("filling `{topic}` with {} messages of {} bytes…", args.messages, args.size);
+            let filler: Producer = Producer::builder(&config).build()?;
+            for i in 0..args.messages {
+                let mut record = Record::to(&topic).payload(&payload);
+                if let Some(k) = key_of(&keys, i) {
+                    record = record.key(k);
+                }
+                filler.send_and_forget(record).await?;
+            }
+            filler.close().await?;
+            eprintln!("consume: {} messages\n", args.messages);
+            let raw = if args.raw {
+                Some(tokio::task::block_in_place(|| consume_raw(&args, &config, &topic))?)
+            } else {
+                None
+            };
+            let kit = consume_kit(&args, &cluster, &topic).await?;
+            print_results(raw, kit);
+        }
+        "eos" => bail!("eos: the exactly-once pipeline is not in kafka-kit yet (its own issue); nothing to measure"),
+        _ => bail!("usage: perf <produce|consume|eos> [flags] (see the doc comment of examples/perf.rs)"),
+    }
+    Ok(())
+}
+
+fn print_results(raw: Option<Figures>, kit: Figures) {
+    if let Some(raw) = raw {
+        println!("\nraw rdkafka: {raw}");
+        println!(
+            "kafka-kit / raw: throughput {:.3}, cpu per message {:.3}",
+            kit.msgs_per_sec / raw.msgs_per_sec,
+            kit.cpu_us_per_msg / raw.cpu_us_per_msg
+        );
+    }
+    println!("{kit}");
+}
+
+async fn produce_kit(
+    args: &Args,
+    config: &KafkaConfig,
+    topic: &str,
+    payload: &[u8],
+    keys: &[String],
+) -> anyhow::Result<Figures> {
+    let n = args.messages;
+    match args.mode.as_str() {
+        "fire" => {
+            let producer: Producer = Producer::builder(config)
+                .partitioning(args.partitioning())
+                .build()?;
+            let run = Run::start("kafka-kit fire");
+            let done = run.done.clone();
+            for i in 0..n {
+                producer
+                    .send_and_forget(record(topic, key_of(keys, i), payload))
+                    .await?;
+                done.store(producer.stats().delivered, Ordering::Relaxed);
+            }
+            producer.flush(Duration::from_secs(300)).await?;
+            let failed = producer.stats().failed;
+            anyhow::ensure!(failed == 0, "{failed} messages failed");
+            Ok(run.finish(n, args.size, None))
+        }
+        "callback" => {
+            let producer: Producer<u64> = Producer::builder(config)
+                .partitioning(args.partitioning())
+                .build()?;
+            let run = Run::start("kafka-kit callback");
+            let failed = Arc::new(AtomicU64::new(0));
+            for i in 0..n {
+                let (done, failed) = (run.done.clone(), failed.clone());
+                producer
+                    .send_with_callback(
+                        record(topic, key_of(keys, i), payload).context(i),
+                        move |result| {
+                            if result.is_err() {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            done.fetch_add(1, Ordering::Relaxed);
+                        },
+                    )
+                    .await
+                    .map_err(kafka_kit::Error::from)?;
+            }
+            producer.flush(Duration::from_secs(300)).await?;
+            anyhow::ensure!(
+                failed.load(Ordering::Relaxed) == 0,
+                "{} messages failed",
+                failed.load(Ordering::Relaxed)
+            );
+            Ok(run.finish(n, args.size, None))
+        }
+        _ => {
+            let producer: Producer<Instant> = Producer::builder(config)
+                .partitioning(args.partitioning())
+                .build()?;
+            let run = Run::start("kafka-kit await");
+            let mut latencies = Vec::with_capacity(n as usize);
+            let mut in_flight = FuturesUnordered::new();
+            for i in 0..n {
+                if in_flight.len() >= WINDOW {
+                    let report: kafka_kit::producer::DeliveryReport<Instant> =
+                        in_flight.next().await.context("no future")??;
+                    latencies.push(report.context.elapsed());
+                    run.done.fetch_add(1, Ordering::Relaxed);
+                }
+                in_flight.push(
+                    producer
+                        .enqueue(record(topic, key_of(keys, i), payload).context(Instant::now()))
+                        .await
+                        .map_err(kafka_kit::Error::from)?,
+                );
+            }
+            while let Some(report) = in_flight.next().await {
+                latencies.push(report.map_err(kafka_kit::Error::from)?.context.elapsed());
+                run.done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(run.finish(n, args.size, Some(latencies)))
+        }
+    }
+}
+
+/// A raw `FutureProducer` delivery: when it was sent, and how it ended.
+type RawDelivery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Instant, Result<(), KafkaError>)> + Send>>;
+
+/// Futures in flight at once in await mode (both clients).
+const WINDOW: usize = 50_000;
+
+/// Message `i`'s key: the keys in turn, or none.
+fn key_of(keys: &[String], i: u64) -> Option<&[u8]> {
+    (!keys.is_empty()).then(|| keys[i as usize % keys.len()].as_bytes())
+}
+
+fn record<'a>(topic: &'a str, key: Option<&'a [u8]>, payload: &'a [u8]) -> Record<'a> {
+    let record = Record::to(topic).payload(payload);
+    match key {
+        Some(k) => record.key(k),
+        None => record,
+    }
+}
+
+impl Args {
+    fn partitioning(&self) -> Partitioning {
+        self.partitioner.clone()
+    }
+
+    /// The raw client's configuration: the same properties, and librdkafka's partitioner that
+    /// matches `--partitioner` (raw rdkafka has no MD5: it uses the built-in default there).
+    fn raw_config(&self, config: &KafkaConfig) -> ClientConfig {
+        let mut raw = config.to_client_config();
+        if let Some(name) = self.partitioner.librdkafka_name() {
+            raw.set("partitioner", name);
+        }
+        raw
+    }
+}
+
+/// Raw rdkafka's per-message callback: a context whose opaque is the message's own context.
+struct Counting {
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, context: Box<u64>) {
+        std::hint::black_box(context);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn produce_raw(
+    args: &Args,
+    config: &KafkaConfig,
+    topic: &str,
+    payload: &[u8],
+    keys: &[String],
+) -> anyhow::Result<Figures> {
+    let n = args.messages;
+    let raw_config = args.raw_config(config);
+    match args.mode.as_str() {
+        "fire" | "callback" => {
+            let fire = args.mode == "fire";
+            let run = Run::start(if fire {
+                "raw ThreadedProducer fire"
+            } else {
+                "raw ThreadedProducer callback"
+            });
+            let failed = Arc::new(AtomicU64::new(0));
+            let counting = Counting {
+                done: run.done.clone(),
+                failed: failed.clone(),
+            };
+            let callback: Option<ThreadedProducer<Counting>> = (!fire)
+                .then(|| raw_config.create_with_context(counting))
+                .transpose()?;
+            let plain: Option<ThreadedProducer<DefaultProducerContext>> =
+                fire.then(|| raw_config.create()).transpose()?;
+            for i in 0..n {
+                let k = key_of(keys, i);
+                loop {
+                    let sent = match (&callback, &plain) {
+                        (Some(p), _) => {
+                            let mut r =
+                                BaseRecord::with_opaque_to(topic, Box::new(i)).payload(payload);
+                            if let Some(k) = k {
+                                r = r.key(k);
+                            }
+                            p.send(r).map_err(|(e, _)| e)
+                        }
+                        (_, Some(p)) => {
+                            let mut r = BaseRecord::to(topic).payload(payload);
+                            if let Some(k) = k {
+                                r = r.key(k);
+                            }
+                            p.send::<[u8], [u8]>(r).map_err(|(e, _)| e)
+                        }
+                        _ => unreachable!(),
+                    };
+                    match sent {
+                        Ok(()) => break,
+                        Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            // Wait for every delivery report, as kafka-kit's flush does: nudge, then look again.
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                let left = match (&callback, &plain) {
+                    (Some(p), _) => p.in_flight_count(),
+                    (_, Some(p)) => {
+                        run.done.store(
+                            n.saturating_sub(p.in_flight_count().max(0) as u64),
+                            Ordering::Relaxed,
+                        );
+                        p.in_flight_count()
+                    }
+                    _ => 0,
+                };
+                if left == 0 || Instant::now() > deadline {
+                    break;
+                }
+                match (&callback, &plain) {
+                    (Some(p), _) => drop(p.flush(Timeout::After(Duration::ZERO))),
+                    (_, Some(p)) => drop(p.flush(Timeout::After(Duration::ZERO))),
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            anyhow::ensure!(
+                failed.load(Ordering::Relaxed) == 0,
+                "raw: {} messages failed",
+                failed.load(Ordering::Relaxed)
+            );
+            Ok(run.finish(n, args.size, None))
+        }
+        _ => {
+            let producer: FutureProducer = raw_config.create()?;
+            let run = Run::start("raw FutureProducer await");
+            let mut latencies = Vec::with_capacity(n as usize);
+            let mut in_flight: FuturesUnordered<RawDelivery> = FuturesUnordered::new();
+            let mut pending: VecDeque<u64> = VecDeque::new();
+            for i in 0..n {
+                pending.push_back(i);
+                while let Some(i) = pending.pop_front() {
+                    if in_flight.len() >= WINDOW {
+                        let (sent, result) = in_flight.next().await.context("no future")?;
+                        result?;
+                        latencies.push(sent.elapsed());
+                        run.done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut r = FutureRecord::to(topic).payload(payload);
+                    if let Some(k) = key_of(keys, i) {
+                        r = r.key(k);
+                    }
+                    let sent = Instant::now();
+                    match producer.send_result(r) {
+                        Ok(delivery) => in_flight.push(Box::pin(async move {
+                            let result = match delivery.await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((e, _))) => Err(e),
+                                Err(_) => Err(KafkaError::Canceled),
+                            };
+                            (sent, result)
+                        })),
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                            pending.push_front(i);
+                            match in_flight.next().await {
+                                Some((sent, result)) => {
+                                    result?;
+                                    latencies.push(sent.elapsed());
+                                    run.done.fetch_add(1, Ordering::Relaxed);
+                                }
+                                None => tokio::time::sleep(Duration::from_millis(1)).await,
+                            }
+                        }
+                        Err((e, _)) => return Err(e.into()),
+                    }
+                }
+            }
+            while let Some((sent, result)) = in_flight.next().await {
+                result?;
+                latencies.push(sent.elapsed());
+                run.done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(run.finish(n, args.size, Some(latencies)))
+        }
+    }
+}
+
+async fn consume_kit(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow::Result<Figures> {
+    let consumer = Consumer::builder(&cluster.consumer_config().build()?)
+        .assign(topic, 0..args.partitions)
+        .start_at(StartAt::Beginning)
+        .build()?;
+    let mut consumer = consumer;
+    let run = Run::start("kafka-kit consume");
+    let mut bytes = 0usize;
+    for _ in 0..args.messages {
+        let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await?
+            .context("stream ended")??;
+        bytes += record.payload().map_or(0, <[u8]>::len);
+        run.done.fetch_add(1, Ordering::Relaxed);
+    }
+    std::hint::black_box(bytes);
+    let figures = run.finish(args.messages, args.size, None);
+    consumer.close().await?;
+    Ok(figures)
+}
+
+fn consume_raw(args: &Args, config: &KafkaConfig, topic: &str) -> anyhow::Result<Figures> {
+    let mut raw = config.to_client_config();
+    raw.set("group.id", format!("perf-raw-{}", run_id()))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = raw.create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let run = Run::start("raw BaseConsumer consume");
+    let mut bytes = 0usize;
+    let mut count = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count < args.messages && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                bytes += message.payload().map_or(0, <[u8]>::len);
+                count += 1;
+                run.done.store(count, Ordering::Relaxed);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    anyhow::ensure!(
+        count == args.messages,
+        "raw consumer read {count} of {}",
+        args.messages
+    );
+    std::hint::black_box(bytes);
+    Ok(run.finish(args.messages, args.size, None))
+}
