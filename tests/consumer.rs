@@ -443,19 +443,7 @@ async fn without_a_dead_letter_topic_a_poison_record_stops_the_loop_uncommitted(
 async fn lag_figures_are_exact() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let topic = common::unique_topic("lag");
-    cluster.create_topic(&topic, 3).await?;
-    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
-    for partition in 0..3 {
-        for i in 0..(10 + partition) {
-            producer
-                .send(
-                    Record::to(&topic)
-                        .partition(partition)
-                        .payload(&format!("{i}")),
-                )
-                .await?;
-        }
-    }
+    common::fill_partitions(&cluster, &topic, &[10, 11, 12]).await?;
     let group = common::unique_topic("group");
     let config = cluster.consumer_config().build()?;
     // Nothing committed: lag is everything.
@@ -499,19 +487,7 @@ async fn lag_figures_are_exact() -> anyhow::Result<()> {
 async fn checkpoints_restore_positions_and_follow_commits() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let topic = common::unique_topic("checkpoint");
-    cluster.create_topic(&topic, 2).await?;
-    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
-    for partition in 0..2 {
-        for i in 0..20 {
-            producer
-                .send(
-                    Record::to(&topic)
-                        .partition(partition)
-                        .payload(&format!("{i}")),
-                )
-                .await?;
-        }
-    }
+    common::fill_partitions(&cluster, &topic, &[20, 20]).await?;
     let store = Arc::new(MemoryCheckpoints::new());
     kafka_kit::consumer::CheckpointStore::save(&*store, &[(topic.as_str(), 0, 15)])?;
     let group = common::unique_topic("group");
@@ -550,19 +526,7 @@ async fn checkpoints_restore_positions_and_follow_commits() -> anyhow::Result<()
 async fn manual_assignment_from_the_beginning_stops_at_an_offset() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let topic = common::unique_topic("bounded");
-    cluster.create_topic(&topic, 2).await?;
-    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
-    for partition in 0..2 {
-        for i in 0..10 {
-            producer
-                .send(
-                    Record::to(&topic)
-                        .partition(partition)
-                        .payload(&format!("{i}")),
-                )
-                .await?;
-        }
-    }
+    common::fill_partitions(&cluster, &topic, &[10, 10]).await?;
     let consumer = Consumer::builder(&cluster.consumer_config().build()?)
         .assign(&topic, [0, 1])
         .start_at(StartAt::Beginning)

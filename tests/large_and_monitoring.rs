@@ -234,19 +234,7 @@ async fn statistics_snapshots_arrive_with_rates_and_lag() -> anyhow::Result<()> 
 async fn topic_health_matches_the_topic_created() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let topic = common::unique_topic("health");
-    cluster.create_topic(&topic, 3).await?;
-    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
-    for partition in 0..3 {
-        for i in 0..(2 + partition) {
-            producer
-                .send(
-                    Record::to(&topic)
-                        .partition(partition)
-                        .payload(&format!("{i}")),
-                )
-                .await?;
-        }
-    }
+    common::fill_partitions(&cluster, &topic, &[2, 3, 4]).await?;
     let config = cluster.config().build()?;
     let health = topic_health(&config, &topic).await?;
     ensure!(health.partitions.len() == 3, "{health:?}");

@@ -32,6 +32,31 @@ pub fn unique_topic(prefix: &str) -> String {
     kafka_kit::testing::unique_name(prefix)
 }
 
+/// Creates `topic` with one partition per count, and writes `counts[p]` records to partition `p`,
+/// whose payloads are their index ("0", "1", …).
+pub async fn fill_partitions(
+    cluster: &TestCluster,
+    topic: &str,
+    counts: &[i64],
+) -> anyhow::Result<()> {
+    cluster.create_topic(topic, counts.len() as i32).await?;
+    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
+    for (partition, &count) in counts.iter().enumerate() {
+        for i in 0..count {
+            let payload = i.to_string();
+            producer
+                .send(
+                    Record::to(topic)
+                        .partition(partition as i32)
+                        .payload(&payload),
+                )
+                .await?;
+        }
+    }
+    producer.close().await?;
+    Ok(())
+}
+
 fn config(cluster: &TestCluster) -> anyhow::Result<KafkaConfig> {
     Ok(cluster
         .config()
