@@ -36,9 +36,10 @@
 //! librdkafka runs rebalance callbacks only while the application polls, and rdkafka's
 //! `StreamConsumer` polls only inside `recv`: a busy application delays its own rebalance, and can
 //! be thrown out of the group. kafka-kit polls on a thread of its own, and hands records over
-//! through a bounded buffer; when the buffer is full it *pauses* the partitions instead of waiting,
-//! so it keeps polling and serves every rebalance on time, while the application works at its own
-//! pace. On a rebalance:
+//! through a bounded buffer; when the buffer is full it stops fetching but still serves
+//! librdkafka's events at least every 100 ms (and pauses the partitions if the backlog keeps
+//! growing), so every rebalance is served on time while the application works at its own pace.
+//! On a rebalance:
 //!
 //! - **revoke**: records of the revoked partitions still buffered are dropped (their new owner
 //!   reads them), processing of them in an [`AtLeastOnce`](processing::AtLeastOnce) loop is waited
@@ -276,7 +277,8 @@ impl ConsumerBuilder {
     }
 
     /// Records fetched ahead of the application (default 8192). When the buffer is full, the
-    /// consumer pauses its partitions rather than stop serving rebalances.
+    /// consumer stops fetching but keeps serving rebalances; a backlog that keeps growing pauses
+    /// the partitions.
     pub fn buffer(mut self, records: usize) -> Self {
         self.buffer = records;
         self
@@ -977,8 +979,22 @@ struct Inner {
 impl Inner {
     async fn commit(self: &Arc<Self>, offsets: CommitOffsets, mode: CommitMode) -> Result<()> {
         match mode {
+            // librdkafka's asynchronous commit returns at once; saving checkpoints does file I/O,
+            // which belongs off the async runtime.
+            CommitMode::Async if self.checkpoints.is_none() => {
+                commit_offsets(&self.consumer, None, &offsets, mode)
+            }
             CommitMode::Async => {
-                commit_offsets(&self.consumer, self.checkpoints.as_deref(), &offsets, mode)
+                let inner = self.clone();
+                crate::blocking(move || {
+                    commit_offsets(
+                        &inner.consumer,
+                        inner.checkpoints.as_deref(),
+                        &offsets,
+                        mode,
+                    )
+                })
+                .await
             }
             CommitMode::Sync => {
                 let inner = self.clone();
