@@ -81,6 +81,15 @@ pub enum Error {
     /// The producer was closed (or dropped) before the message's delivery report arrived.
     #[error("the producer was closed before the delivery report arrived")]
     Closed,
+    /// A transactional producer hit a fatal error earlier (most often: it was fenced by a newer
+    /// instance with the same `transactional.id`) and refuses to be used again. Create a new one.
+    #[error("transactional producer `{transactional_id}` can no longer be used: {cause}; create a new one")]
+    Unusable {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// The fatal error that ended it.
+        cause: String,
+    },
     /// The test support (the embedded broker, a test cluster) failed.
     #[error("test support: {0}")]
     Testing(String),
@@ -112,7 +121,27 @@ impl Error {
             Error::Kafka(KafkaError::Transaction(e)) => e.is_fatal(),
             Error::Kafka(KafkaError::MessageConsumptionFatal(_)) => true,
             Error::Kafka(_) => self.code().is_some_and(is_fatal_code),
+            Error::Unusable { .. } => true,
             _ => false,
+        }
+    }
+
+    /// What a transactional producer should do after this error from one of its calls:
+    /// retry the same call, abort the transaction (and rewind its input), or give up on the
+    /// producer. Fatal wins over abort, abort over retry; an error of a transaction call that is
+    /// none of them (librdkafka's own advice) is fatal. Any other error (a failed delivery, a
+    /// transform that failed) aborts.
+    pub fn recovery(&self) -> Recovery {
+        if self.is_fatal() {
+            Recovery::Fatal
+        } else if self.txn_requires_abort() {
+            Recovery::Abort
+        } else if self.is_retriable() {
+            Recovery::Retry
+        } else if let Error::Kafka(KafkaError::Transaction(_)) = self {
+            Recovery::Fatal
+        } else {
+            Recovery::Abort
         }
     }
 
@@ -123,6 +152,17 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// How to go on after an error in a transaction: see [`Error::recovery`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Make the same call again: the condition is transient.
+    Retry,
+    /// Abort the transaction, rewind the input to the last committed positions, and go on.
+    Abort,
+    /// The producer can no longer be used (fenced, or a fatal librdkafka error).
+    Fatal,
 }
 
 impl From<serde_json::Error> for Error {
@@ -203,5 +243,22 @@ mod tests {
 
         assert_eq!(Error::Closed.code(), None);
         assert!(!Error::Closed.is_retriable());
+    }
+
+    #[test]
+    fn recovery_of_errors() {
+        let r = |code| Error::from(KafkaError::MessageProduction(code)).recovery();
+        assert_eq!(r(RDKafkaErrorCode::RequestTimedOut), Recovery::Retry);
+        // A delivery that failed for good taints the transaction: abort it.
+        assert_eq!(r(RDKafkaErrorCode::MessageSizeTooLarge), Recovery::Abort);
+        assert_eq!(r(RDKafkaErrorCode::ProducerFenced), Recovery::Fatal);
+        let unusable = Error::Unusable {
+            transactional_id: "t".into(),
+            cause: "fenced".into(),
+        };
+        assert_eq!(unusable.recovery(), Recovery::Fatal);
+        assert!(unusable
+            .to_string()
+            .contains("`t` can no longer be used: fenced"));
     }
 }

@@ -17,6 +17,9 @@
 //! - [`config`]: a typed configuration whose `build()` reports every problem by property name, and
 //!   whose `Debug` never shows a secret.
 //! - [`error`]: one error type with `is_retriable`, `is_fatal` and `txn_requires_abort`.
+//! - [`transaction`]: a transactional producer whose errors say retry, abort or stop, and an
+//!   exactly-once consume-transform-produce pipeline that stays exact under rebalances, aborts,
+//!   crashes and fencing.
 //! - [`claim_check`]: large messages by reference, stored in a blob store and verified on the way
 //!   back.
 //! - [`monitoring`]: typed client statistics (rates, queue depth, batch sizes, broker round trips,
@@ -62,6 +65,7 @@ pub mod monitoring;
 pub mod partitioner;
 pub mod producer;
 pub mod testing;
+pub mod transaction;
 
 pub use error::{Error, Result};
 

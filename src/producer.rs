@@ -170,6 +170,17 @@ impl<'a, C> Record<'a, C> {
         self.topic
     }
 
+    /// The error for a record that was refused before it was enqueued: the message and the
+    /// context are handed back.
+    pub(crate) fn refused(self, error: Error) -> ProduceError<C> {
+        let (message, context) = self.into_owned();
+        ProduceError {
+            error,
+            message,
+            context,
+        }
+    }
+
     /// Splits the record into the message (copied) and the context.
     fn into_owned(self) -> (OwnedRecord, C) {
         let message = OwnedRecord {
@@ -214,6 +225,44 @@ pub struct OwnedRecord {
 }
 
 impl OwnedRecord {
+    /// A record for `topic`, with nothing else set yet: fill it with the `with_` setters.
+    pub fn to(topic: impl Into<String>) -> Self {
+        OwnedRecord {
+            topic: topic.into(),
+            ..Self::default()
+        }
+    }
+
+    /// With this key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// With this payload.
+    pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+
+    /// With `value` as JSON for its payload.
+    pub fn with_json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self> {
+        self.payload = Some(serde_json::to_vec(value)?);
+        Ok(self)
+    }
+
+    /// With these headers.
+    pub fn with_headers(mut self, headers: impl Into<OwnedHeaders>) -> Self {
+        self.headers = Some(headers.into());
+        self
+    }
+
+    /// Sent to this partition, bypassing the partitioner.
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
     /// A [`Record`] borrowing this message, to send it again. The partition is not kept: the
     /// partitioner picks it again (the same one, for a keyed message).
     pub fn as_record(&self) -> Record<'_> {

@@ -84,6 +84,8 @@ use futures_util::Stream;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
 };
+
+pub use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -442,7 +444,13 @@ struct Shared {
     stop_at: Option<StopAt>,
     revoke_timeout: Duration,
     stats: crate::monitoring::StatsHub,
+    /// Seeks asked for by the application, served by the polling thread.
+    seeks: Mutex<Vec<SeekRequest>>,
+    /// Woken when a revoke starts, so that a transaction holding the partitions ends early.
+    revoke_started: tokio::sync::Notify,
 }
+
+type SeekRequest = (CommitOffsets, tokio::sync::oneshot::Sender<Result<()>>);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -464,6 +472,8 @@ impl Shared {
             stop_at,
             revoke_timeout,
             stats: Default::default(),
+            seeks: Mutex::default(),
+            revoke_started: tokio::sync::Notify::new(),
         }
     }
 
@@ -634,6 +644,7 @@ impl KitContext {
             lock(&shared.revoking).extend(partitions.iter().cloned());
         }
         shared.generation.fetch_add(1, Ordering::AcqRel);
+        shared.revoke_started.notify_one();
         let _revoking = Revoking { shared, partitions };
         lock(&shared.overflow).retain(|r| {
             !partitions
@@ -812,6 +823,7 @@ fn poll_loop(
     let shared = consumer.context().shared.clone();
     let mut last_poll = Instant::now();
     while !stop.load(Ordering::Acquire) {
+        serve_seeks(consumer, &shared);
         // Hand over what is waiting, as far as the buffer has room.
         let backlog = {
             let mut overflow = lock(&shared.overflow);
@@ -894,6 +906,43 @@ fn poll_once(
             }
         }
     }
+}
+
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn serve_seeks(consumer: &BaseConsumer<KitContext>, shared: &Shared) {
+    let requests = std::mem::take(&mut *lock(&shared.seeks));
+    for (offsets, reply) in requests {
+        // The application may have stopped waiting: nothing to tell it then.
+        let _ = reply.send(seek(consumer, shared, &offsets));
+    }
+}
+
+/// Moves owned partitions to `offsets`, on the polling thread: records polled after this are
+/// from the new position (librdkafka drops what it fetched before), and records of these
+/// partitions polled before, buffered here or in the channel, belong to an older generation and
+/// are dropped.
+fn seek(
+    consumer: &BaseConsumer<KitContext>,
+    shared: &Shared,
+    offsets: &CommitOffsets,
+) -> Result<()> {
+    let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    for (topic, partition, offset) in offsets.iter() {
+        if !shared.owns(topic, partition) {
+            continue; // revoked meanwhile: its new owner starts from the committed offset
+        }
+        consumer.seek(topic, partition, Offset::Offset(offset.get()), SEEK_TIMEOUT)?;
+        lock(&shared.owned).insert((topic.to_owned(), partition), generation);
+        lock(&shared.overflow).retain(|r| r.topic() != topic || r.partition() != partition);
+        tracing::debug!(
+            topic,
+            partition,
+            offset = offset.get(),
+            "kafka_kit: partition moved"
+        );
+    }
+    Ok(())
 }
 
 fn set_paused(consumer: &BaseConsumer<KitContext>, shared: &Shared, pause: bool) {
@@ -1148,6 +1197,25 @@ impl Consumer {
         .await
     }
 
+    /// Moves owned partitions to these next-to-read offsets (to rewind, or to skip ahead).
+    /// Records of them already buffered are dropped: the next record of each partition is read
+    /// from its new position. Partitions not owned (any more) are left alone.
+    ///
+    /// The polling thread does the move between two polls, so this may wait up to 100 ms.
+    pub async fn seek(&self, offsets: &CommitOffsets) -> Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        lock(&self.inner.shared.seeks).push((offsets.clone(), reply));
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The group's metadata (group, generation, member id), to send with offsets in a
+    /// transaction ([`TransactionalProducer::send_offsets`](crate::transaction::TransactionalProducer::send_offsets)).
+    /// `None` for a consumer that is not in a group. Take it afresh for each transaction: it
+    /// carries the current generation, and the broker refuses offsets of an older one.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.inner.consumer.group_metadata()
+    }
+
     /// The partitions assigned now.
     pub fn assignment(&self) -> Result<Vec<TopicPartition>> {
         let list = self.inner.consumer.assignment()?;
@@ -1257,19 +1325,47 @@ impl ConsumerHandle {
 
     /// Counts a record as being processed until [`finish`](Self::finish) is called for it.
     pub(crate) fn start(&self, record: &ConsumerRecord) {
-        *lock(&self.inner.shared.in_flight)
-            .entry((record.topic().to_owned(), record.partition()))
-            .or_insert(0) += 1;
+        self.hold(record.topic(), record.partition());
     }
 
     pub(crate) fn finish(&self, record: &ConsumerRecord) {
+        self.release(record.topic(), record.partition());
+    }
+
+    /// Work on this partition is under way: a revoke waits for it (up to the revoke timeout).
+    pub(crate) fn hold(&self, topic: &str, partition: i32) {
+        *lock(&self.inner.shared.in_flight)
+            .entry((topic.to_owned(), partition))
+            .or_insert(0) += 1;
+    }
+
+    /// Ends one [`hold`](Self::hold).
+    pub(crate) fn release(&self, topic: &str, partition: i32) {
         let shared = &self.inner.shared;
-        if let Some(n) =
-            lock(&shared.in_flight).get_mut(&(record.topic().to_owned(), record.partition()))
-        {
+        if let Some(n) = lock(&shared.in_flight).get_mut(&(topic.to_owned(), partition)) {
             *n = n.saturating_sub(1);
         }
         shared.finished.notify_all();
+    }
+
+    /// Whether offsets of this partition may still be committed: it is owned, or being revoked
+    /// (and the revoke waits for its work).
+    pub(crate) fn may_commit(&self, topic: &str, partition: i32) -> bool {
+        self.inner.shared.may_commit(topic, partition)
+    }
+
+    pub(crate) fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.inner.consumer.group_metadata()
+    }
+
+    /// Whether a revoke is waiting for work to finish.
+    pub(crate) fn revoke_pending(&self) -> bool {
+        !lock(&self.inner.shared.revoking).is_empty()
+    }
+
+    /// Completes when a revoke starts (or spuriously: check [`revoke_pending`](Self::revoke_pending)).
+    pub(crate) async fn revoke_started(&self) {
+        self.inner.shared.revoke_started.notified().await;
     }
 
     pub(crate) async fn commit_processed(&self, mode: CommitMode) -> Result<()> {

@@ -118,7 +118,13 @@ impl RetryPolicy {
         self
     }
 
-    fn delay(&self, retry: u32) -> Duration {
+    /// How many attempts in all.
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The wait before retry number `retry` (from 0).
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
         self.backoff
             .saturating_mul(1 << retry.min(16))
             .min(self.max_backoff)
@@ -504,7 +510,7 @@ where
     }
 }
 
-fn dead_letter_headers(record: &ConsumerRecord, error: &str, attempts: u32) -> Headers {
+pub(crate) fn dead_letter_headers(record: &ConsumerRecord, error: &str, attempts: u32) -> Headers {
     let original = record.message().headers().cloned().unwrap_or_default();
     Headers::from(original)
         .insert(dead_letter_headers::ORIGINAL_TOPIC, record.topic())

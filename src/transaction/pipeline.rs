@@ -1,0 +1,504 @@
+//! [`ExactlyOnce`]: consume, transform, produce, each input's results committed exactly once.
+
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::core::{Core, Counters, Settings, Sink, Source};
+use super::{transactional_problems, TransactionalProducer};
+use crate::config::{ConfigError, KafkaConfig, Problem};
+use crate::consumer::processing::RetryPolicy;
+use crate::consumer::{
+    Assignment, CommitOffsets, Consumer, ConsumerHandle, ConsumerRecord, Isolation, OffsetReset,
+};
+use crate::error::{Error, Result};
+use crate::partitioner::Partitioning;
+use crate::producer::{DeliveryFuture, OwnedRecord};
+
+/// Builds an [`ExactlyOnce`] pipeline: see [`ExactlyOnce::builder`].
+pub struct ExactlyOnceBuilder {
+    config: KafkaConfig,
+    group_id: Option<String>,
+    topics: Vec<String>,
+    transactional_id: Option<String>,
+    offset_reset: OffsetReset,
+    assignment: Assignment,
+    commit_interval: Duration,
+    max_records: usize,
+    retry: RetryPolicy,
+    dead_letter: Option<String>,
+    transaction_timeout: Option<Duration>,
+    init_timeout: Duration,
+    partitioning: Partitioning,
+    buffer: usize,
+}
+
+impl fmt::Debug for ExactlyOnceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExactlyOnceBuilder")
+            .field("config", &self.config)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("transactional_id", &self.transactional_id)
+            .field("commit_interval", &self.commit_interval)
+            .field("max_records", &self.max_records)
+            .field("dead_letter", &self.dead_letter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExactlyOnceBuilder {
+    /// The consumer group the pipeline reads in (required).
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+
+    /// The input topics (required).
+    pub fn topics<S: Into<String>>(mut self, topics: impl IntoIterator<Item = S>) -> Self {
+        self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// The producer's `transactional.id` (required): stable across restarts of this instance,
+    /// distinct between instances. A restarted instance fences the old one and aborts what it
+    /// left open.
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
+    }
+
+    /// Where a partition without committed offsets starts (default: latest).
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    /// How partitions are assigned within the group (default: eager).
+    pub fn assignment(mut self, assignment: Assignment) -> Self {
+        self.assignment = assignment;
+        self
+    }
+
+    /// A transaction commits `interval` after it began (default 100 ms), or once it holds
+    /// `max_records` inputs (default 1,000), whichever comes first.
+    pub fn commit_every(mut self, interval: Duration, max_records: usize) -> Self {
+        self.commit_interval = interval;
+        self.max_records = max_records;
+        self
+    }
+
+    /// How often an input whose transform fails is tried (each failure aborts the transaction
+    /// and rewinds) before it goes to the dead-letter topic; the same backoff follows every
+    /// abort. Default: three attempts.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Inputs that keep failing are written to `topic`, inside the transaction, with the
+    /// [`dead_letter_headers`](crate::consumer::processing::dead_letter_headers). Without one, such
+    /// an input stops the pipeline with [`Error::Processing`], uncommitted.
+    pub fn dead_letter(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter = Some(topic.into());
+        self
+    }
+
+    /// `transaction.timeout.ms`: it must be below the group's `session.timeout.ms`. Default: 10 s
+    /// (Kafka Streams' choice), or one second under the session timeout if that is shorter.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = Some(timeout);
+        self
+    }
+
+    /// How long the start waits for the transaction coordinator (default 30 s).
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// How outputs without a partition are routed (default: Python-compatible MD5).
+    pub fn partitioning(mut self, partitioning: Partitioning) -> Self {
+        self.partitioning = partitioning;
+        self
+    }
+
+    /// How many records the consumer reads ahead (default 8,192).
+    pub fn buffer(mut self, records: usize) -> Self {
+        self.buffer = records;
+        self
+    }
+
+    /// Checks the settings, reporting every one that breaks exactly-once at once, then creates
+    /// the consumer and the producer.
+    pub fn build(self) -> Result<ExactlyOnce> {
+        let config = &self.config;
+        let mut problems = transactional_problems(config);
+        if self.topics.is_empty() {
+            problems.push(Problem::Missing {
+                property: "topics".into(),
+                reason: "name the input topics with topics()".into(),
+            });
+        }
+        if self.group_id.is_none() && config.get("group.id").is_none() {
+            problems.push(Problem::Missing {
+                property: "group.id".into(),
+                reason: "the input offsets are committed for a consumer group".into(),
+            });
+        }
+        let transactional_id = self
+            .transactional_id
+            .clone()
+            .or_else(|| config.get("transactional.id").map(str::to_owned));
+        if transactional_id.is_none() {
+            problems.push(Problem::Missing {
+                property: "transactional.id".into(),
+                reason: "set one with transactional_id(), stable across restarts".into(),
+            });
+        }
+        if config.get("enable.auto.commit") == Some("true") {
+            problems.push(Problem::Conflict {
+                property: "enable.auto.commit".into(),
+                reason: "exactly-once commits offsets inside its transactions; auto-commit would \
+                         commit them outside, for outputs that may yet be aborted"
+                    .into(),
+            });
+        }
+        if let Some(level) = config
+            .get("isolation.level")
+            .filter(|l| *l != "read_committed")
+        {
+            problems.push(Problem::Conflict {
+                property: "isolation.level".into(),
+                reason: format!(
+                    "exactly-once reads with read_committed; {level} would read aborted outputs of \
+                     an upstream transaction"
+                ),
+            });
+        }
+        let session = millis_of(config, "session.timeout.ms").unwrap_or(45_000);
+        let transaction = self
+            .transaction_timeout
+            .map(|t| t.as_millis() as u64)
+            .or_else(|| millis_of(config, "transaction.timeout.ms"));
+        if let Some(transaction) = transaction.filter(|&t| t >= session) {
+            problems.push(Problem::Conflict {
+                property: "transaction.timeout.ms".into(),
+                reason: format!(
+                    "{transaction} ms is not below session.timeout.ms ({session} ms): a member \
+                     that dies with a transaction open would hold its partitions' readers back \
+                     after the group has moved them"
+                ),
+            });
+        }
+        if self.max_records == 0 {
+            problems.push(Problem::Conflict {
+                property: "max_records".into(),
+                reason: "a transaction needs room for a record".into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::from_problems(problems).into());
+        }
+        let transaction =
+            transaction.unwrap_or_else(|| 10_000.min(session.saturating_sub(1_000)).max(1_000));
+
+        let mut consumer = Consumer::builder(config)
+            .topics(self.topics.iter().cloned())
+            .offset_reset(self.offset_reset)
+            .isolation(Isolation::ReadCommitted)
+            .assignment(self.assignment)
+            .buffer(self.buffer);
+        if let Some(group) = &self.group_id {
+            consumer = consumer.group_id(group.clone());
+        }
+        let consumer = consumer.build()?;
+        let producer = TransactionalProducer::builder(config, transactional_id.unwrap_or_default())
+            .transaction_timeout(Duration::from_millis(transaction))
+            .partitioning(self.partitioning)
+            .build()?;
+        Ok(ExactlyOnce {
+            consumer,
+            producer,
+            settings: Settings {
+                max_records: self.max_records,
+                interval: self.commit_interval,
+                retry: self.retry,
+                dead_letter: self.dead_letter,
+                call_retries: 10,
+            },
+            init_timeout: self.init_timeout,
+            counters: Arc::default(),
+        })
+    }
+}
+
+fn millis_of(config: &KafkaConfig, property: &str) -> Option<u64> {
+    config.get(property)?.parse().ok()
+}
+
+/// A consume-transform-produce pipeline whose outputs and input offsets commit together, in
+/// transactions: after crashes, restarts, rebalances and aborts, a `read_committed` reader sees
+/// exactly one result per input.
+///
+/// # How it works
+///
+/// - It reads with `read_committed`, and batches inputs into one transaction until the commit
+///   interval (100 ms by default) or the maximum number of records is reached, then sends
+///   their outputs' offsets (next to read) with the group's metadata and commits.
+/// - A failed output, an abortable error of the producer or a failed transform aborts the
+///   transaction and rewinds the consumer to where the transaction began; the inputs are then
+///   read and transformed again. An input that keeps failing goes to the dead-letter topic,
+///   inside the transaction, or stops the pipeline if there is none.
+/// - On a revoke the open transaction is committed (or aborted) before the partitions go; a
+///   partition lost without a revoke is never committed for.
+/// - A fatal error (a newer instance with the same `transactional.id` fenced this one) stops it
+///   with that error; nothing uncommitted is ever shown to `read_committed` readers.
+/// - At shutdown the open transaction commits.
+///
+/// The transform may run more than once for an input (after an abort): keep it free of side
+/// effects outside Kafka, or make those idempotent.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use kafka_kit::config::KafkaConfig;
+/// use kafka_kit::consumer::{ConsumerRecord, OffsetReset};
+/// use kafka_kit::producer::OwnedRecord;
+/// use kafka_kit::transaction::ExactlyOnce;
+///
+/// # async fn run() -> anyhow::Result<()> {
+/// let config = KafkaConfig::builder().build()?;
+/// let stats = ExactlyOnce::builder(&config)
+///     .group_id("points")
+///     .topics(["user-events"])
+///     .transactional_id("points-0")
+///     .offset_reset(OffsetReset::Earliest)
+///     .dead_letter("user-events.dlt")
+///     .build()?
+///     .run(|record: Arc<ConsumerRecord>| async move {
+///         let event: serde_json::Value = record.json()?;
+///         let out = serde_json::json!({ "event": event, "points": 10 });
+///         Ok::<_, anyhow::Error>(vec![OwnedRecord::to("processed-events")
+///             .with_key(record.key().unwrap_or_default())
+///             .with_json(&out)?])
+///     }, tokio::signal::ctrl_c())
+///     .await?;
+/// println!("{stats:?}");
+/// # Ok(()) }
+/// ```
+pub struct ExactlyOnce {
+    consumer: Consumer,
+    producer: TransactionalProducer,
+    settings: Settings,
+    init_timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for ExactlyOnce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExactlyOnce")
+            .field("producer", &self.producer)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an [`ExactlyOnce`] pipeline did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExactlyOnceStats {
+    /// Transactions committed.
+    pub transactions_committed: u64,
+    /// Transactions aborted (their inputs were read again).
+    pub transactions_aborted: u64,
+    /// Inputs committed.
+    pub records_in: u64,
+    /// Outputs committed (dead letters not included).
+    pub records_out: u64,
+    /// Inputs committed as dead letters.
+    pub dead_lettered: u64,
+    /// Transform failures (each one aborted a transaction).
+    pub retries: u64,
+}
+
+/// A live view of an [`ExactlyOnce`] pipeline's [`ExactlyOnceStats`], to read while it runs.
+#[derive(Clone, Debug)]
+pub struct Progress(Arc<Counters>);
+
+impl Progress {
+    /// The counts now.
+    pub fn snapshot(&self) -> ExactlyOnceStats {
+        let c = &self.0;
+        let get = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        ExactlyOnceStats {
+            transactions_committed: get(&c.committed),
+            transactions_aborted: get(&c.aborted),
+            records_in: get(&c.records_in),
+            records_out: get(&c.records_out),
+            dead_lettered: get(&c.dead_lettered),
+            retries: get(&c.retries),
+        }
+    }
+}
+
+impl ExactlyOnce {
+    /// A builder over a shared configuration (bootstrap servers, security, producer tuning).
+    pub fn builder(config: &KafkaConfig) -> ExactlyOnceBuilder {
+        ExactlyOnceBuilder {
+            config: config.clone(),
+            group_id: None,
+            topics: Vec::new(),
+            transactional_id: None,
+            offset_reset: OffsetReset::default(),
+            assignment: Assignment::default(),
+            commit_interval: Duration::from_millis(100),
+            max_records: 1_000,
+            retry: RetryPolicy::default(),
+            dead_letter: None,
+            transaction_timeout: None,
+            init_timeout: Duration::from_secs(30),
+            partitioning: Partitioning::default(),
+            buffer: 8192,
+        }
+    }
+
+    /// A live view of the counts, to keep before [`run`](Self::run).
+    pub fn progress(&self) -> Progress {
+        Progress(self.counters.clone())
+    }
+
+    /// The consumer, for its lag and statistics.
+    pub fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+
+    /// Initializes the producer (fencing older instances with the same id), then runs
+    /// `transform` on every input until `shutdown` completes (the open transaction commits) or
+    /// a fatal error stops it. Each input gives zero, one or many outputs.
+    pub async fn run<F, Fut, E>(
+        self,
+        transform: F,
+        shutdown: impl Future<Output = impl Sized>,
+    ) -> Result<ExactlyOnceStats>
+    where
+        F: Fn(Arc<ConsumerRecord>) -> Fut,
+        Fut: Future<Output = std::result::Result<Vec<OwnedRecord>, E>>,
+        E: Display,
+    {
+        let ExactlyOnce {
+            consumer,
+            producer,
+            settings,
+            init_timeout,
+            counters,
+        } = self;
+        producer.init(init_timeout).await?;
+        let handle = consumer.handle();
+        let source = ConsumerSource {
+            consumer,
+            handle: handle.clone(),
+        };
+        let sink = ProducerSink {
+            producer,
+            group: handle,
+            deliveries: Vec::new(),
+        };
+        let mut core = Core::new(source, sink, settings, counters.clone());
+        let result = core.run(transform, shutdown).await;
+        let stats = Progress(counters).snapshot();
+        tracing::info!(?stats, "kafka_kit: exactly-once pipeline stopped");
+        let Core { source, .. } = core;
+        let closed = source.consumer.close().await;
+        result.and(closed).map(|()| stats)
+    }
+}
+
+struct ConsumerSource {
+    consumer: Consumer,
+    handle: ConsumerHandle,
+}
+
+impl Source for ConsumerSource {
+    async fn next(&mut self) -> Option<Result<Arc<ConsumerRecord>>> {
+        Some(self.consumer.recv().await?.map(Arc::new))
+    }
+
+    fn may_commit(&self, topic: &str, partition: i32) -> bool {
+        self.handle.may_commit(topic, partition)
+    }
+
+    fn revoke_pending(&self) -> bool {
+        self.handle.revoke_pending()
+    }
+
+    fn revoke_started(&self) -> impl Future<Output = ()> + Send + 'static {
+        let handle = self.handle.clone();
+        async move { handle.revoke_started().await }
+    }
+
+    fn hold(&self, topic: &str, partition: i32) {
+        self.handle.hold(topic, partition);
+    }
+
+    fn release(&self, topic: &str, partition: i32) {
+        self.handle.release(topic, partition);
+    }
+
+    async fn rewind(&mut self, to: &CommitOffsets) -> Result<()> {
+        self.consumer.seek(to).await
+    }
+}
+
+struct ProducerSink {
+    producer: TransactionalProducer,
+    group: ConsumerHandle,
+    /// The transaction's deliveries, by input number.
+    deliveries: Vec<(usize, DeliveryFuture)>,
+}
+
+impl Sink for ProducerSink {
+    fn begin(&mut self) -> Result<()> {
+        self.deliveries.clear();
+        self.producer.begin()
+    }
+
+    async fn produce(&mut self, input: usize, record: OwnedRecord) -> Result<()> {
+        let mut message = record.as_record();
+        if let Some(partition) = record.partition {
+            message = message.partition(partition);
+        }
+        let delivery = self.producer.enqueue(message).await?;
+        self.deliveries.push((input, delivery));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Option<(usize, Error)> {
+        for (input, delivery) in self.deliveries.drain(..) {
+            if let Err(failed) = delivery.await {
+                return Some((input, failed.error));
+            }
+        }
+        None
+    }
+
+    async fn send_offsets(&mut self, offsets: &CommitOffsets) -> Result<()> {
+        let Some(group) = self.group.group_metadata() else {
+            return Err(ConfigError::single(Problem::Missing {
+                property: "group.id".into(),
+                reason: "the consumer is not in a group".into(),
+            })
+            .into());
+        };
+        self.producer.send_offsets(offsets, group).await
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.producer.commit().await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.deliveries.clear();
+        self.producer.abort().await
+    }
+}
