@@ -15,8 +15,9 @@
 //! - **At most once**: commit before handling. A crash after the commit loses the record, which is
 //!   never handled again; fine for logs and metrics, not for orders.
 //! - **Exactly once**: the handler's output and the consumed offsets are committed together in a
-//!   Kafka transaction (consume-transform-produce, `read_committed` readers). kafka-kit does not
-//!   offer transactional processing yet.
+//!   Kafka transaction (consume-transform-produce, `read_committed` readers): kafka-kit's
+//!   `transaction::ExactlyOnce`, shown in the `transactional_processor` and `eos_pipeline`
+//!   examples.
 //!
 //! Runs on an embedded broker, or on the cluster in `KAFKA_BOOTSTRAP_SERVERS`:
 //!

@@ -5,6 +5,7 @@
 //! cargo run --release --example perf -- produce --mode callback --raw
 //! cargo run --release --example perf -- produce --mode await --messages 200000 --size 100 --keys 1000
 //! cargo run --release --example perf -- consume --raw
+//! cargo run --release --example perf -- eos --messages 200000
 //! cargo run --release --example perf -- produce --brokers localhost:9092 --preset reliable
 //! ```
 //!
@@ -14,6 +15,12 @@
 //! keyless; default 1000), `--preset reliable|ordered|throughput|fire-and-forget`,
 //! `--partitioner md5|murmur2|consistent` (default md5), `--raw` (also run raw rdkafka:
 //! ThreadedProducer for callback and fire, FutureProducer for await, BaseConsumer for consume).
+//!
+//! `eos` runs the exactly-once pipeline ([`ExactlyOnce`], default 100 ms commit interval) from one
+//! topic to another, one output per input, after the same work done at least once (consumer,
+//! outputs enqueued, and every 100 ms: wait for the deliveries, then commit the offsets), and
+//! reports both. On the embedded broker transactions are acknowledged without being acted on:
+//! run it on a real broker (`--brokers`) for figures that mean anything.
 //!
 //! It prints progress each second, then, per client, p50/p99/max delivery latency (await mode)
 //! and `msgs_per_sec=<n> mb_per_sec=<n> cpu_us_per_msg=<n>`; kafka-kit's line is the last. CPU is
@@ -28,9 +35,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_kit::config::{KafkaConfig, Preset};
-use kafka_kit::consumer::{Consumer, StartAt};
+use kafka_kit::consumer::{Consumer, OffsetReset, StartAt};
 use kafka_kit::partitioner::Partitioning;
-use kafka_kit::producer::{Producer, Record};
+use kafka_kit::producer::{OwnedRecord, Producer, Record};
 use kafka_kit::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use kafka_kit::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use kafka_kit::rdkafka::message::{DeliveryResult, Message};
@@ -41,6 +48,7 @@ use kafka_kit::rdkafka::producer::{
 use kafka_kit::rdkafka::util::Timeout;
 use kafka_kit::rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use kafka_kit::testing::{run_id, TestCluster};
+use kafka_kit::transaction::ExactlyOnce;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -229,7 +237,10 @@ async fn main() -> anyhow::Result<()> {
 
     match args.command.as_str() {
         "produce" => {
-            eprintln!("produce: {} messages of {} bytes, {} keys, mode {}\n", args.messages, args.size, args.keys, args.mode);
+            eprintln!(
+                "produce: {} messages of {} bytes, {} keys, mode {}\n",
+                args.messages, args.size, args.keys, args.mode
+            );
             let raw = if args.raw {
                 let topic = topic("raw");
                 cluster.create_topic(&topic, args.partitions).await?;
@@ -244,30 +255,168 @@ async fn main() -> anyhow::Result<()> {
         }
         "consume" => {
             let topic = topic("consume");
-            cluster.create_topic(&topic, args.partitions).await?;
-            eprintln!("filling `{topic}` with {} messages of {} bytes…", args.messages, args.size);
-            let filler: Producer = Producer::builder(&config).build()?;
-            for i in 0..args.messages {
-                let mut record = Record::to(&topic).payload(&payload);
-                if let Some(k) = key_of(&keys, i) {
-                    record = record.key(k);
-                }
-                filler.send_and_forget(record).await?;
-            }
-            filler.close().await?;
+            fill(&args, &cluster, &config, &topic, &payload, &keys).await?;
             eprintln!("consume: {} messages\n", args.messages);
             let raw = if args.raw {
-                Some(tokio::task::block_in_place(|| consume_raw(&args, &config, &topic))?)
+                Some(tokio::task::block_in_place(|| {
+                    consume_raw(&args, &cluster, &topic)
+                })?)
             } else {
                 None
             };
             let kit = consume_kit(&args, &cluster, &topic).await?;
             print_results(raw, kit);
         }
-        "eos" => bail!("eos: the exactly-once pipeline is not in kafka-kit yet (its own issue); nothing to measure"),
-        _ => bail!("usage: perf <produce|consume|eos> [flags] (see the doc comment of examples/perf.rs)"),
+        "eos" => {
+            if cluster.is_embedded() {
+                eprintln!("note: the embedded broker acknowledges transactions without acting on them; use --brokers for real figures");
+            }
+            let input = topic("eos-in");
+            fill(&args, &cluster, &config, &input, &payload, &keys).await?;
+            eprintln!(
+                "eos: {} messages, one output each, 100 ms commit interval\n",
+                args.messages
+            );
+            let at_least_once =
+                pipeline_at_least_once(&args, &cluster, &input, &topic("alo-out")).await?;
+            let exactly_once =
+                pipeline_exactly_once(&args, &cluster, &input, &topic("eos-out")).await?;
+            println!(
+                "\nexactly-once / at-least-once: throughput {:.3}, cpu per message {:.3}",
+                exactly_once.msgs_per_sec / at_least_once.msgs_per_sec,
+                exactly_once.cpu_us_per_msg / at_least_once.cpu_us_per_msg
+            );
+            println!("{exactly_once}");
+        }
+        _ => bail!(
+            "usage: perf <produce|consume|eos> [flags] (see the doc comment of examples/perf.rs)"
+        ),
     }
     Ok(())
+}
+
+/// Writes the input of a consume or eos run.
+async fn fill(
+    args: &Args,
+    cluster: &TestCluster,
+    config: &KafkaConfig,
+    topic: &str,
+    payload: &[u8],
+    keys: &[String],
+) -> anyhow::Result<()> {
+    cluster.create_topic(topic, args.partitions).await?;
+    eprintln!(
+        "filling `{topic}` with {} messages of {} bytes…",
+        args.messages, args.size
+    );
+    let filler: Producer = Producer::builder(config).build()?;
+    for i in 0..args.messages {
+        let mut record = Record::to(topic).payload(payload);
+        if let Some(k) = key_of(keys, i) {
+            record = record.key(k);
+        }
+        filler.send_and_forget(record).await?;
+    }
+    filler.close().await?;
+    Ok(())
+}
+
+/// The at-least-once baseline of `eos`: the same transform, outputs awaited and offsets
+/// committed every 100 ms (outputs first, so a crash repeats work but loses none).
+async fn pipeline_at_least_once(
+    args: &Args,
+    cluster: &TestCluster,
+    input: &str,
+    output: &str,
+) -> anyhow::Result<Figures> {
+    use kafka_kit::rdkafka::consumer::CommitMode;
+    cluster.create_topic(output, args.partitions).await?;
+    let config = cluster.consumer_config().build()?;
+    let mut consumer = Consumer::builder(&config)
+        .group_id(format!("perf-alo-{}", run_id()))
+        .topics([input])
+        .offset_reset(OffsetReset::Earliest)
+        .build()?;
+    let producer: Producer = Producer::builder(&config)
+        .partitioning(args.partitioning())
+        .build()?;
+    let run = Run::start("at-least-once pipeline");
+    let mut deliveries = Vec::new();
+    let mut last_commit = Instant::now();
+    let mut count = 0;
+    while count < args.messages {
+        let record = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await?
+            .context("stream ended")??;
+        let mut out = Record::to(output);
+        if let Some(key) = record.key() {
+            out = out.key(key);
+        }
+        if let Some(payload) = record.payload() {
+            out = out.payload(payload);
+        }
+        deliveries.push(producer.enqueue(out).await?);
+        consumer.mark_processed(&record);
+        count += 1;
+        if last_commit.elapsed() >= Duration::from_millis(100) || count == args.messages {
+            for delivery in deliveries.drain(..) {
+                delivery.await?;
+            }
+            consumer.commit_processed(CommitMode::Async).await?;
+            run.done.store(count, Ordering::Relaxed);
+            last_commit = Instant::now();
+        }
+    }
+    consumer.commit_processed(CommitMode::Sync).await?;
+    let figures = run.finish(args.messages, args.size, None);
+    consumer.close().await?;
+    Ok(figures)
+}
+
+/// The exactly-once pipeline of `eos`, until every input is committed.
+async fn pipeline_exactly_once(
+    args: &Args,
+    cluster: &TestCluster,
+    input: &str,
+    output: &str,
+) -> anyhow::Result<Figures> {
+    cluster.create_topic(output, args.partitions).await?;
+    let config = cluster.consumer_config().build()?;
+    let pipeline = ExactlyOnce::builder(&config)
+        .group_id(format!("perf-eos-{}", run_id()))
+        .topics([input])
+        .transactional_id(format!("perf-eos-{}", run_id()))
+        .offset_reset(OffsetReset::Earliest)
+        .partitioning(args.partitioning())
+        .build()?;
+    let progress = pipeline.progress();
+    let run = Run::start("exactly-once pipeline");
+    let done = run.done.clone();
+    let messages = args.messages;
+    let all_committed = async move {
+        while progress.snapshot().records_in < messages {
+            done.store(progress.snapshot().records_in, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let output = output.to_owned();
+    let stats = pipeline
+        .run(
+            move |record| {
+                let mut out = OwnedRecord::to(output.as_str());
+                out.key = record.key().map(<[u8]>::to_vec);
+                out.payload = record.payload().map(<[u8]>::to_vec);
+                std::future::ready(Ok::<_, std::convert::Infallible>(vec![out]))
+            },
+            all_committed,
+        )
+        .await?;
+    let figures = run.finish(args.messages, args.size, None);
+    println!(
+        "[exactly-once pipeline] {} transactions committed, {} aborted",
+        stats.transactions_committed, stats.transactions_aborted
+    );
+    Ok(figures)
 }
 
 fn print_results(raw: Option<Figures>, kit: Figures) {
@@ -586,10 +735,18 @@ async fn consume_kit(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow:
     Ok(figures)
 }
 
-fn consume_raw(args: &Args, config: &KafkaConfig, topic: &str) -> anyhow::Result<Figures> {
-    let mut raw = config.to_client_config();
+/// The raw consumer runs with the settings kafka-kit's consumer runs with (the cluster's consumer
+/// settings, manual commits and offset store, no end-of-partition events, `read_committed`), so
+/// that the two runs differ in the client only.
+fn consume_raw(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow::Result<Figures> {
+    let mut raw = cluster.consumer_config().build()?.to_client_config();
     raw.set("group.id", format!("perf-raw-{}", run_id()))
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "latest")
+        .set("isolation.level", "read_committed");
+
     let consumer: BaseConsumer = raw.create()?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..args.partitions {

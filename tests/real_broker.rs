@@ -1,7 +1,10 @@
-//! The producer scenarios, and the consumer's replay from a timestamp (which the embedded broker
-//! cannot look up), against a real Kafka broker: `KAFKA_BOOTSTRAP_SERVERS` if set, else an
-//! `apache/kafka` container (testcontainers) when Docker answers. Without either, each test prints
-//! `SKIPPED …: <reason>` and passes.
+//! Against a real Kafka broker: the producer scenarios, the consumer's replay from a timestamp
+//! (which the embedded broker cannot look up), and exactly-once (the transactional producer, real
+//! fencing, and a pipeline crashed mid-transaction then restarted, read back with
+//! `read_committed`: the embedded broker shows aborted records and drops transactional offsets).
+//! The broker is `KAFKA_BOOTSTRAP_SERVERS` if set, else an `apache/kafka` container
+//! (testcontainers) when Docker answers. Without either, each test prints `SKIPPED …: <reason>`
+//! and passes.
 
 mod common;
 
@@ -26,4 +29,7 @@ on_real_broker!(
     json_values,
     backpressure_and_flush_on_drop,
     replay_from_a_timestamp,
+    transactional_producer_flow,
+    fenced_producer_is_unusable,
+    exactly_once_survives_a_crash,
 );

@@ -868,6 +868,27 @@ fn poll_loop(
     }
 }
 
+/// Sends to the application, waiting for room while still serving seeks: an application waiting
+/// for a seek reads nothing until it is done.
+fn send_waiting(
+    consumer: &BaseConsumer<KitContext>,
+    shared: &Shared,
+    sender: &mpsc::Sender<KafkaResult<Vec<ConsumerRecord>>>,
+    mut item: KafkaResult<Vec<ConsumerRecord>>,
+) {
+    loop {
+        match sender.try_send(item) {
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                item = back;
+                serve_seeks(consumer, shared);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Sent, or the application is gone.
+            _ => return,
+        }
+    }
+}
+
 /// Polls librdkafka once: a record goes to the overflow queue, an event is handled. Returns
 /// whether there was anything, so that the caller polls again at once.
 fn poll_once(
@@ -899,9 +920,9 @@ fn poll_once(
                 // Errors go out in order: hand over the records before them first.
                 let records: Vec<ConsumerRecord> = lock(&shared.overflow).drain(..).collect();
                 if !records.is_empty() {
-                    let _ = sender.blocking_send(Ok(records));
+                    send_waiting(consumer, shared, sender, Ok(records));
                 }
-                let _ = sender.blocking_send(Err(error));
+                send_waiting(consumer, shared, sender, Err(error));
                 false
             }
         }

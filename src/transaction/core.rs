@@ -165,7 +165,10 @@ impl<S: Source, K: Sink> Core<S, K> {
                 record = self.source.next() => Event::Record(record),
             };
             match event {
-                Event::Shutdown | Event::Record(None) => return self.commit().await,
+                Event::Shutdown => return self.commit().await,
+                // The input ended: commit, unless that aborted and rewound it.
+                Event::Record(None) if self.batch.is_none() => return Ok(()),
+                Event::Record(None) => self.commit().await?,
                 Event::Due => self.commit().await?,
                 Event::Revoke => {
                     if self.source.revoke_pending() {
@@ -223,7 +226,12 @@ impl<S: Source, K: Sink> Core<S, K> {
         let id: InputId = (topic.to_owned(), partition, record.offset());
         batch.inputs.push(id.clone());
 
-        match self.failures.get(&id) {
+        // Most inputs never failed: skip the lookup then.
+        let failed = match self.failures.is_empty() {
+            true => None,
+            false => self.failures.get(&id),
+        };
+        match failed {
             Some((attempts, error)) if *attempts >= self.settings.retry.max_attempts() => {
                 let Some(dead_letter) = &self.settings.dead_letter else {
                     let error = Error::Processing {
@@ -326,7 +334,9 @@ impl<S: Source, K: Sink> Core<S, K> {
         match error.recovery() {
             Recovery::Fatal => {
                 tracing::error!(error = %error, "kafka_kit: transaction failed fatally; the pipeline stops");
-                self.batch = None;
+                if let Some(batch) = self.batch.take() {
+                    self.release(&batch);
+                }
                 Err(error)
             }
             recovery => {
@@ -444,5 +454,932 @@ fn dead_letter_record(
         payload: record.payload().map(<[u8]>::to_vec),
         timestamp: None,
         headers: Some(dead_letter_headers(record, error, attempts).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The core against fakes: every interleaving that matters, with the exact calls it makes.
+    //! Time is Tokio's paused clock, so intervals and backoffs are exact and instant.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::message::OwnedMessage;
+    use rdkafka::Timestamp;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::headers::HeaderReader;
+
+    type Tp = (String, i32);
+
+    /// What the fakes saw, shared with the test.
+    #[derive(Default)]
+    struct World {
+        calls: Vec<String>,
+        /// Outputs of committed transactions, in order.
+        committed: Vec<String>,
+        /// Outputs of the open transaction.
+        open: Vec<String>,
+        /// Offsets committed with transactions.
+        offsets: BTreeMap<Tp, i64>,
+        owned: BTreeSet<Tp>,
+        revoking: BTreeSet<Tp>,
+        holds: BTreeMap<Tp, usize>,
+        /// Headers of the dead letters written, as (name, value) pairs.
+        dead_letters: Vec<Vec<(String, String)>>,
+        commit_times: Vec<Duration>,
+    }
+
+    type Shared = Arc<Mutex<World>>;
+
+    fn world(shared: &Shared) -> std::sync::MutexGuard<'_, World> {
+        shared.lock().unwrap()
+    }
+
+    fn tp(partition: i32) -> Tp {
+        ("in".to_owned(), partition)
+    }
+
+    fn show(offsets: &CommitOffsets) -> String {
+        let parts: Vec<String> = offsets
+            .iter()
+            .map(|(t, p, o)| format!("{t}[{p}]={}", o.get()))
+            .collect();
+        parts.join(" ")
+    }
+
+    enum Happening {
+        Revoke(i32),
+        Lose(i32),
+    }
+
+    struct FakeSource {
+        world: Shared,
+        /// Each partition's records; a record's offset is its index.
+        logs: BTreeMap<Tp, Vec<Arc<ConsumerRecord>>>,
+        positions: BTreeMap<Tp, i64>,
+        delivered: usize,
+        /// Happenings, due once that many records were delivered.
+        happenings: Vec<(usize, Happening)>,
+        /// Whether the input ends when drained (else it waits forever).
+        ends: bool,
+        revoked: Arc<Notify>,
+        turn: usize,
+    }
+
+    fn fake_source(shared: &Shared, partitions: i32, records: i64, ends: bool) -> FakeSource {
+        let mut logs = BTreeMap::new();
+        for p in 0..partitions {
+            let log = (0..records)
+                .map(|o| {
+                    let message = OwnedMessage::new(
+                        Some(format!("in-{p}-{o}").into_bytes()),
+                        Some(format!("key-{o}").into_bytes()),
+                        "in".to_owned(),
+                        Timestamp::NotAvailable,
+                        p,
+                        o,
+                        None,
+                    );
+                    Arc::new(ConsumerRecord::new(message, 0))
+                })
+                .collect();
+            logs.insert(tp(p), log);
+            world(shared).owned.insert(tp(p));
+        }
+        FakeSource {
+            world: shared.clone(),
+            logs,
+            positions: BTreeMap::new(),
+            delivered: 0,
+            happenings: Vec::new(),
+            ends,
+            revoked: Arc::new(Notify::new()),
+            turn: 0,
+        }
+    }
+
+    impl FakeSource {
+        fn then(mut self, after: usize, happening: Happening) -> Self {
+            self.happenings.push((after, happening));
+            self
+        }
+
+        fn happen(&mut self) {
+            let due: Vec<Happening> = {
+                let delivered = self.delivered;
+                let (due, later) = std::mem::take(&mut self.happenings)
+                    .into_iter()
+                    .partition(|(after, _)| *after == delivered);
+                self.happenings = later;
+                due.into_iter().map(|(_, h)| h).collect()
+            };
+            let mut w = world(&self.world);
+            for happening in due {
+                match happening {
+                    Happening::Revoke(p) => {
+                        w.owned.remove(&tp(p));
+                        if w.holds.get(&tp(p)).copied().unwrap_or(0) > 0 {
+                            w.revoking.insert(tp(p));
+                            w.calls.push(format!("revoke in[{p}] (waits)"));
+                            self.revoked.notify_one();
+                        } else {
+                            w.calls.push(format!("revoked in[{p}]"));
+                        }
+                    }
+                    Happening::Lose(p) => {
+                        w.owned.remove(&tp(p));
+                        w.calls.push(format!("lost in[{p}]"));
+                    }
+                }
+            }
+        }
+    }
+
+    impl Source for FakeSource {
+        async fn next(&mut self) -> Option<Result<Arc<ConsumerRecord>>> {
+            self.happen();
+            let owned = world(&self.world).owned.clone();
+            let readable: Vec<Tp> = self
+                .logs
+                .iter()
+                .filter(|(tp, log)| {
+                    owned.contains(*tp)
+                        && (self.positions.get(*tp).copied().unwrap_or(0) as usize) < log.len()
+                })
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            if readable.is_empty() {
+                if self.ends {
+                    return None;
+                }
+                std::future::pending::<()>().await;
+            }
+            // Round robin over the partitions with something to read.
+            let tp = readable[self.turn % readable.len()].clone();
+            self.turn += 1;
+            let position = self.positions.entry(tp.clone()).or_insert(0);
+            let record = self.logs[&tp][*position as usize].clone();
+            *position += 1;
+            self.delivered += 1;
+            Some(Ok(record))
+        }
+
+        fn may_commit(&self, topic: &str, partition: i32) -> bool {
+            let w = world(&self.world);
+            let tp = (topic.to_owned(), partition);
+            w.owned.contains(&tp) || w.revoking.contains(&tp)
+        }
+
+        fn revoke_pending(&self) -> bool {
+            !world(&self.world).revoking.is_empty()
+        }
+
+        fn revoke_started(&self) -> impl Future<Output = ()> + Send + 'static {
+            let revoked = self.revoked.clone();
+            async move { revoked.notified().await }
+        }
+
+        fn hold(&self, topic: &str, partition: i32) {
+            *world(&self.world)
+                .holds
+                .entry((topic.to_owned(), partition))
+                .or_insert(0) += 1;
+        }
+
+        fn release(&self, topic: &str, partition: i32) {
+            let mut w = world(&self.world);
+            let tp = (topic.to_owned(), partition);
+            let holds = w.holds.entry(tp.clone()).or_insert(0);
+            *holds = holds.checked_sub(1).expect("released more than held");
+            if *holds == 0 && w.revoking.remove(&tp) {
+                w.calls.push(format!("revoked {topic}[{partition}]"));
+            }
+        }
+
+        async fn rewind(&mut self, to: &CommitOffsets) -> Result<()> {
+            world(&self.world)
+                .calls
+                .push(format!("rewind {}", show(to)));
+            for (topic, partition, offset) in to.iter() {
+                self.positions
+                    .insert((topic.to_owned(), partition), offset.get());
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    enum Op {
+        Begin,
+        Produce,
+        Delivery,
+        SendOffsets,
+        Commit,
+        Abort,
+    }
+
+    type MakeError = fn() -> Error;
+
+    fn retriable() -> Error {
+        KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut).into()
+    }
+
+    fn abortable() -> Error {
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge).into()
+    }
+
+    fn fenced() -> Error {
+        KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced).into()
+    }
+
+    struct FakeSink {
+        world: Shared,
+        started: Instant,
+        /// Fails the nth (from 1) call of an op with the error.
+        failures: Vec<(Op, usize, MakeError)>,
+        calls: HashMap<Op, usize>,
+        /// Deliveries of the open transaction: input number, payload, failure.
+        deliveries: Vec<(usize, String, Option<Error>)>,
+        pending_offsets: Option<CommitOffsets>,
+    }
+
+    fn fake_sink(shared: &Shared) -> FakeSink {
+        FakeSink {
+            world: shared.clone(),
+            started: Instant::now(),
+            failures: Vec::new(),
+            calls: HashMap::new(),
+            deliveries: Vec::new(),
+            pending_offsets: None,
+        }
+    }
+
+    impl FakeSink {
+        fn failing(mut self, op: Op, nth: usize, error: fn() -> Error) -> Self {
+            self.failures.push((op, nth, error));
+            self
+        }
+
+        /// Counts a call of `op`, and says whether it fails.
+        fn call(&mut self, op: Op) -> Option<Error> {
+            let n = self.calls.entry(op).or_insert(0);
+            *n += 1;
+            let n = *n;
+            self.failures
+                .iter()
+                .find(|(o, nth, _)| *o == op && *nth == n)
+                .map(|(_, _, error)| error())
+        }
+
+        fn log(&self, call: String) {
+            world(&self.world).calls.push(call);
+        }
+    }
+
+    impl Sink for FakeSink {
+        fn begin(&mut self) -> Result<()> {
+            if let Some(e) = self.call(Op::Begin) {
+                self.log("begin failed".into());
+                return Err(e);
+            }
+            self.log("begin".into());
+            Ok(())
+        }
+
+        async fn produce(&mut self, input: usize, record: OwnedRecord) -> Result<()> {
+            let payload = String::from_utf8_lossy(record.payload.as_deref().unwrap_or_default());
+            let shown = if record.topic == "dlt" {
+                let headers = record.headers.clone().unwrap_or_default();
+                let pairs = HeaderReader::new(Some(&headers))
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_owned(),
+                            String::from_utf8_lossy(v.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect();
+                world(&self.world).dead_letters.push(pairs);
+                format!("dlt:{payload}")
+            } else {
+                payload.into_owned()
+            };
+            if let Some(e) = self.call(Op::Produce) {
+                self.log(format!("produce {shown} failed"));
+                return Err(e);
+            }
+            self.log(format!("produce {shown}"));
+            let failure = self.call(Op::Delivery);
+            self.deliveries.push((input, shown, failure));
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Option<(usize, Error)> {
+            for (input, shown, failure) in self.deliveries.drain(..) {
+                if let Some(e) = failure {
+                    world(&self.world)
+                        .calls
+                        .push(format!("delivery {shown} failed"));
+                    return Some((input, e));
+                }
+                world(&self.world).open.push(shown);
+            }
+            None
+        }
+
+        async fn send_offsets(&mut self, offsets: &CommitOffsets) -> Result<()> {
+            if let Some(e) = self.call(Op::SendOffsets) {
+                self.log(format!("send_offsets {} failed", show(offsets)));
+                return Err(e);
+            }
+            self.log(format!("send_offsets {}", show(offsets)));
+            self.pending_offsets = Some(offsets.clone());
+            Ok(())
+        }
+
+        async fn commit(&mut self) -> Result<()> {
+            if let Some(e) = self.call(Op::Commit) {
+                self.log("commit failed".into());
+                return Err(e);
+            }
+            let elapsed = self.started.elapsed();
+            let mut w = world(&self.world);
+            w.calls.push("commit".into());
+            w.commit_times.push(elapsed);
+            let open = std::mem::take(&mut w.open);
+            w.committed.extend(open);
+            for (topic, partition, offset) in self.pending_offsets.take().unwrap_or_default().iter()
+            {
+                w.offsets
+                    .insert((topic.to_owned(), partition), offset.get());
+            }
+            Ok(())
+        }
+
+        async fn abort(&mut self) -> Result<()> {
+            if let Some(e) = self.call(Op::Abort) {
+                self.log("abort failed".into());
+                return Err(e);
+            }
+            self.deliveries.clear();
+            self.pending_offsets = None;
+            let mut w = world(&self.world);
+            w.calls.push("abort".into());
+            w.open.clear();
+            Ok(())
+        }
+    }
+
+    fn settings(max_records: usize) -> Settings {
+        Settings {
+            max_records,
+            interval: Duration::from_millis(100),
+            retry: RetryPolicy::attempts(3).backoff(Duration::from_millis(10)),
+            dead_letter: Some("dlt".into()),
+            call_retries: 3,
+        }
+    }
+
+    /// One output per input, named after it.
+    async fn one_each(
+        record: Arc<ConsumerRecord>,
+    ) -> std::result::Result<Vec<OwnedRecord>, String> {
+        Ok(vec![out(&record)])
+    }
+
+    fn out(record: &ConsumerRecord) -> OwnedRecord {
+        OwnedRecord::to("out").with_payload(format!(
+            "out-{}-{}",
+            record.partition(),
+            record.offset()
+        ))
+    }
+
+    /// A transform that fails `times` times on the input at `partition`/`offset`, every time if
+    /// `times` is `u32::MAX`.
+    fn failing_on(
+        partition: i32,
+        offset: i64,
+        times: u32,
+    ) -> impl Fn(Arc<ConsumerRecord>) -> std::future::Ready<std::result::Result<Vec<OwnedRecord>, String>>
+    {
+        let failed = Mutex::new(0u32);
+        move |record| {
+            let mut failed = failed.lock().unwrap();
+            if (record.partition(), record.offset()) == (partition, offset) && *failed < times {
+                *failed += 1;
+                return std::future::ready(Err(format!("bad input {offset}")));
+            }
+            std::future::ready(Ok(vec![out(&record)]))
+        }
+    }
+
+    fn calls(shared: &Shared) -> Vec<String> {
+        world(shared).calls.clone()
+    }
+
+    fn strs(calls: &[&str]) -> Vec<String> {
+        calls.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    /// Committed outputs: each input's exactly once, in order per partition.
+    fn assert_exactly_once(shared: &Shared, partitions: i32, records: i64) {
+        let w = world(shared);
+        let mut expected: Vec<String> = (0..partitions)
+            .flat_map(|p| (0..records).map(move |o| format!("out-{p}-{o}")))
+            .collect();
+        let mut committed = w.committed.clone();
+        expected.sort();
+        committed.sort();
+        assert_eq!(committed, expected, "committed outputs");
+        for p in 0..partitions {
+            assert_eq!(w.offsets.get(&tp(p)), Some(&records), "offset of in[{p}]");
+        }
+    }
+
+    fn new_core(
+        source: FakeSource,
+        sink: FakeSink,
+        settings: Settings,
+    ) -> (Core<FakeSource, FakeSink>, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        (
+            Core::new(source, sink, settings, counters.clone()),
+            counters,
+        )
+    }
+
+    fn count(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_in_batches_of_max_records() {
+        let shared = Shared::default();
+        let (mut core, counters) = new_core(
+            fake_source(&shared, 1, 10, true),
+            fake_sink(&shared),
+            settings(4),
+        );
+        core.run(one_each, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&shared),
+            strs(&[
+                "begin",
+                "produce out-0-0",
+                "produce out-0-1",
+                "produce out-0-2",
+                "produce out-0-3",
+                "send_offsets in[0]=4",
+                "commit",
+                "begin",
+                "produce out-0-4",
+                "produce out-0-5",
+                "produce out-0-6",
+                "produce out-0-7",
+                "send_offsets in[0]=8",
+                "commit",
+                "begin",
+                "produce out-0-8",
+                "produce out-0-9",
+                "send_offsets in[0]=10",
+                "commit",
+            ])
+        );
+        assert_exactly_once(&shared, 1, 10);
+        assert_eq!(
+            (
+                count(&counters.committed),
+                count(&counters.records_in),
+                count(&counters.records_out)
+            ),
+            (3, 10, 10)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_on_the_interval() {
+        let shared = Shared::default();
+        let (mut core, counters) = new_core(
+            fake_source(&shared, 2, 2, false),
+            fake_sink(&shared),
+            settings(100),
+        );
+        core.run(one_each, tokio::time::sleep(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let w = world(&shared);
+        assert_eq!(
+            w.calls,
+            strs(&[
+                "begin",
+                "produce out-0-0",
+                "produce out-1-0",
+                "produce out-0-1",
+                "produce out-1-1",
+                "send_offsets in[0]=2 in[1]=2",
+                "commit",
+            ])
+        );
+        // Committed by the interval, not by the shutdown at 1 s.
+        assert_eq!(w.commit_times, [Duration::from_millis(100)]);
+        drop(w);
+        assert_eq!(count(&counters.committed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_commits_the_open_transaction() {
+        let shared = Shared::default();
+        let mut settings = settings(100);
+        settings.interval = Duration::from_secs(60);
+        let (mut core, _) = new_core(
+            fake_source(&shared, 1, 3, false),
+            fake_sink(&shared),
+            settings,
+        );
+        core.run(one_each, tokio::time::sleep(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let w = world(&shared);
+        assert_eq!(w.calls.last().map(String::as_str), Some("commit"));
+        assert_eq!(w.commit_times, [Duration::from_secs(1)]);
+        drop(w);
+        assert_exactly_once(&shared, 1, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transform_error_aborts_rewinds_and_retries() {
+        let shared = Shared::default();
+        let (mut core, counters) = new_core(
+            fake_source(&shared, 2, 2, true),
+            fake_sink(&shared),
+            settings(100),
+        );
+        core.run(failing_on(1, 0, 1), std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&shared),
+            strs(&[
+                "begin",
+                "produce out-0-0",
+                "abort",
+                "rewind in[0]=0 in[1]=0",
+                "begin",
+                "produce out-0-0",
+                "produce out-1-0",
+                "produce out-0-1",
+                "produce out-1-1",
+                "send_offsets in[0]=2 in[1]=2",
+                "commit",
+            ])
+        );
+        assert_exactly_once(&shared, 2, 2);
+        assert_eq!(
+            (
+                count(&counters.aborted),
+                count(&counters.retries),
+                count(&counters.committed)
+            ),
+            (1, 1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poison_input_is_dead_lettered_inside_the_transaction() {
+        let shared = Shared::default();
+        let (mut core, counters) = new_core(
+            fake_source(&shared, 1, 3, true),
+            fake_sink(&shared),
+            settings(100),
+        );
+        core.run(failing_on(0, 1, u32::MAX), std::future::pending::<()>())
+            .await
+            .unwrap();
+        let attempt = ["begin", "produce out-0-0", "abort", "rewind in[0]=0"];
+        let mut expected: Vec<&str> = attempt.repeat(3);
+        expected.extend([
+            "begin",
+            "produce out-0-0",
+            "produce dlt:in-0-1",
+            "produce out-0-2",
+            "send_offsets in[0]=3",
+            "commit",
+        ]);
+        assert_eq!(calls(&shared), strs(&expected));
+        let w = world(&shared);
+        assert_eq!(w.committed, ["out-0-0", "dlt:in-0-1", "out-0-2"]);
+        let headers = &w.dead_letters[0];
+        for (name, value) in [
+            ("dlt.original.topic", "in"),
+            ("dlt.original.partition", "0"),
+            ("dlt.original.offset", "1"),
+            ("dlt.error", "bad input 1"),
+            ("dlt.attempts", "3"),
+        ] {
+            assert!(
+                headers.contains(&(name.to_owned(), value.to_owned())),
+                "{name} in {headers:?}"
+            );
+        }
+        drop(w);
+        assert_eq!(
+            (
+                count(&counters.aborted),
+                count(&counters.retries),
+                count(&counters.dead_lettered),
+                count(&counters.records_out)
+            ),
+            (3, 3, 1, 2)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poison_input_without_dead_letter_topic_stops_uncommitted() {
+        let shared = Shared::default();
+        let mut settings = settings(100);
+        settings.dead_letter = None;
+        let (mut core, _) = new_core(
+            fake_source(&shared, 1, 3, true),
+            fake_sink(&shared),
+            settings,
+        );
+        let error = core
+            .run(failing_on(0, 1, u32::MAX), std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Processing { offset: 1, attempts: 3, message, .. } if message == "bad input 1"),
+            "{error:?}"
+        );
+        let calls = calls(&shared);
+        assert_eq!(
+            calls[calls.len() - 4..],
+            strs(&["begin", "produce out-0-0", "abort", "rewind in[0]=0"])
+        );
+        assert!(world(&shared).committed.is_empty() && world(&shared).offsets.is_empty());
+    }
+
+    /// An abortable error at any step aborts, rewinds and does the transaction again; a
+    /// retriable one retries the same call.
+    #[tokio::test(start_paused = true)]
+    async fn errors_at_each_step() {
+        let abort_again = |first: &[&str]| {
+            let mut calls = strs(first);
+            calls.extend(strs(&[
+                "abort",
+                "rewind in[0]=0",
+                "begin",
+                "produce out-0-0",
+                "produce out-0-1",
+                "send_offsets in[0]=2",
+                "commit",
+            ]));
+            calls
+        };
+        let cases: Vec<(Op, MakeError, Vec<String>)> = vec![
+            (
+                Op::Produce,
+                abortable,
+                abort_again(&["begin", "produce out-0-0", "produce out-0-1 failed"]),
+            ),
+            (
+                Op::Delivery,
+                abortable,
+                abort_again(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    "delivery out-0-1 failed",
+                ]),
+            ),
+            (
+                Op::SendOffsets,
+                abortable,
+                abort_again(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    "send_offsets in[0]=2 failed",
+                ]),
+            ),
+            (
+                Op::Commit,
+                abortable,
+                abort_again(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    "send_offsets in[0]=2",
+                    "commit failed",
+                ]),
+            ),
+            // Retriable: the same call again, no abort.
+            (
+                Op::SendOffsets,
+                retriable,
+                strs(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    "send_offsets in[0]=2 failed",
+                    "send_offsets in[0]=2",
+                    "commit",
+                ]),
+            ),
+            (
+                Op::Commit,
+                retriable,
+                strs(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    "send_offsets in[0]=2",
+                    "commit failed",
+                    "commit",
+                ]),
+            ),
+            // A retriable delivery failure aborts too: the transaction cannot commit without it.
+            (
+                Op::Delivery,
+                retriable,
+                abort_again(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    "delivery out-0-1 failed",
+                ]),
+            ),
+        ];
+        for (op, error, expected) in cases {
+            let nth = if matches!(op, Op::Produce | Op::Delivery) {
+                2
+            } else {
+                1
+            };
+            let shared = Shared::default();
+            let sink = fake_sink(&shared).failing(op, nth, error);
+            let (mut core, _) = new_core(fake_source(&shared, 1, 2, true), sink, settings(100));
+            core.run(one_each, std::future::pending::<()>())
+                .await
+                .unwrap();
+            assert_eq!(calls(&shared), expected, "{op:?} failing with {}", error());
+            assert_exactly_once(&shared, 1, 2);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_abort_is_retried_then_stops_the_pipeline() {
+        let shared = Shared::default();
+        let sink = fake_sink(&shared)
+            .failing(Op::Commit, 1, abortable)
+            .failing(Op::Abort, 1, retriable);
+        let (mut core, _) = new_core(fake_source(&shared, 1, 1, true), sink, settings(100));
+        core.run(one_each, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&shared),
+            strs(&[
+                "begin",
+                "produce out-0-0",
+                "send_offsets in[0]=1",
+                "commit failed",
+                "abort failed",
+                "abort",
+                "rewind in[0]=0",
+                "begin",
+                "produce out-0-0",
+                "send_offsets in[0]=1",
+                "commit"
+            ])
+        );
+
+        // An abort that fails for good leaves the producer in an unknown state: stop.
+        let shared = Shared::default();
+        let sink = fake_sink(&shared)
+            .failing(Op::Commit, 1, abortable)
+            .failing(Op::Abort, 1, abortable);
+        let (mut core, _) = new_core(fake_source(&shared, 1, 1, true), sink, settings(100));
+        assert!(core
+            .run(one_each, std::future::pending::<()>())
+            .await
+            .is_err());
+        assert!(world(&shared).committed.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fenced_producer_stops_without_committing() {
+        for op in [Op::Begin, Op::Produce, Op::SendOffsets, Op::Commit] {
+            let shared = Shared::default();
+            let sink = fake_sink(&shared).failing(op, 1, fenced);
+            let (mut core, counters) =
+                new_core(fake_source(&shared, 1, 3, true), sink, settings(100));
+            let error = core
+                .run(one_each, std::future::pending::<()>())
+                .await
+                .unwrap_err();
+            assert_eq!(error.recovery(), Recovery::Fatal, "{op:?}");
+            let w = world(&shared);
+            assert!(w.committed.is_empty() && w.offsets.is_empty(), "{op:?}");
+            // No abort after a fatal error: the producer can no longer make any call.
+            assert!(
+                !w.calls.iter().any(|c| c == "abort"),
+                "{op:?}: {:?}",
+                w.calls
+            );
+            assert_eq!(count(&counters.committed), 0);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revoke_mid_batch_commits_before_the_partition_goes() {
+        let shared = Shared::default();
+        let source = fake_source(&shared, 2, 4, true).then(3, Happening::Revoke(0));
+        let (mut core, _) = new_core(source, fake_sink(&shared), settings(100));
+        core.run(one_each, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&shared),
+            strs(&[
+                "begin",
+                "produce out-0-0",
+                "produce out-1-0",
+                "produce out-0-1",
+                "revoke in[0] (waits)",
+                "produce out-1-1",
+                // The revoke is served at once: in[0]'s offsets go with this transaction...
+                "send_offsets in[0]=2 in[1]=2",
+                "commit",
+                "revoked in[0]",
+                // ...and nothing of in[0] is read after it.
+                "begin",
+                "produce out-1-2",
+                "produce out-1-3",
+                "send_offsets in[1]=4",
+                "commit",
+            ])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_partition_is_never_committed() {
+        let shared = Shared::default();
+        let source = fake_source(&shared, 2, 2, true).then(3, Happening::Lose(0));
+        let (mut core, counters) = new_core(source, fake_sink(&shared), settings(100));
+        core.run(one_each, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(
+            calls(&shared),
+            strs(&[
+                "begin",
+                "produce out-0-0",
+                "produce out-1-0",
+                "produce out-0-1",
+                "lost in[0]",
+                "produce out-1-1",
+                // in[0] is gone: the transaction holding its offsets aborts; only in[1] is rewound.
+                "abort",
+                "rewind in[1]=0",
+                "begin",
+                "produce out-1-0",
+                "produce out-1-1",
+                "send_offsets in[1]=2",
+                "commit",
+            ])
+        );
+        let w = world(&shared);
+        assert_eq!(w.committed, ["out-1-0", "out-1-1"]);
+        assert!(!w.offsets.contains_key(&tp(0)));
+        drop(w);
+        assert_eq!(count(&counters.aborted), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_after_an_abort_leaves_nothing_half_done() {
+        // The commit at shutdown fails for good: the transaction aborts, nothing is committed,
+        // and a restart reads the inputs again.
+        let shared = Shared::default();
+        let sink = fake_sink(&shared).failing(Op::Commit, 1, abortable);
+        let mut settings = settings(100);
+        settings.interval = Duration::from_secs(60);
+        let (mut core, _) = new_core(fake_source(&shared, 1, 2, false), sink, settings);
+        core.run(one_each, tokio::time::sleep(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        let w = world(&shared);
+        assert_eq!(
+            w.calls[w.calls.len() - 3..],
+            strs(&["commit failed", "abort", "rewind in[0]=0"])
+        );
+        assert!(w.committed.is_empty() && w.offsets.is_empty());
     }
 }

@@ -333,7 +333,8 @@ impl<C: Send + 'static> TransactionalProducer<C> {
         record: Record<'_, C>,
     ) -> std::result::Result<DeliveryReport<C>, ProduceError<C>> {
         let record = self.refuse_if_unusable(record)?;
-        self.producer.send(record).await
+        let result = self.producer.send(record).await;
+        self.note_failed(result)
     }
 
     /// Sends a JSON value in the current transaction. See [`Producer::send_json`].
@@ -343,7 +344,8 @@ impl<C: Send + 'static> TransactionalProducer<C> {
         value: &T,
     ) -> std::result::Result<DeliveryReport<C>, ProduceError<C>> {
         let record = self.refuse_if_unusable(record)?;
-        self.producer.send_json(record, value).await
+        let result = self.producer.send_json(record, value).await;
+        self.note_failed(result)
     }
 
     /// Enqueues a record in the current transaction; await the future for its delivery. See
@@ -353,7 +355,8 @@ impl<C: Send + 'static> TransactionalProducer<C> {
         record: Record<'_, C>,
     ) -> std::result::Result<DeliveryFuture<C>, ProduceError<C>> {
         let record = self.refuse_if_unusable(record)?;
-        self.producer.enqueue(record).await
+        let result = self.producer.enqueue(record).await;
+        self.note_failed(result)
     }
 
     /// Sends a record in the current transaction; `callback` gets its result. See
@@ -411,12 +414,27 @@ impl<C: Send + 'static> TransactionalProducer<C> {
     /// Remembers a fatal error: later calls are refused with it.
     fn note<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
-            if e.is_fatal() && !matches!(e, Error::Unusable { .. }) {
-                tracing::error!(transactional_id = %self.state.transactional_id, error = %e,
-                    "kafka_kit: transactional producer hit a fatal error and can no longer be used");
-                lock(&self.state.fatal).get_or_insert_with(|| e.to_string());
-            }
+            self.remember(e);
         }
         result
+    }
+
+    /// [`note`](Self::note) for a send's result.
+    fn note_failed<T, D>(
+        &self,
+        result: std::result::Result<T, ProduceError<D>>,
+    ) -> std::result::Result<T, ProduceError<D>> {
+        if let Err(failed) = &result {
+            self.remember(&failed.error);
+        }
+        result
+    }
+
+    fn remember(&self, error: &Error) {
+        if error.is_fatal() && !matches!(error, Error::Unusable { .. }) {
+            tracing::error!(transactional_id = %self.state.transactional_id, error = %error,
+                "kafka_kit: transactional producer hit a fatal error and can no longer be used");
+            lock(&self.state.fatal).get_or_insert_with(|| error.to_string());
+        }
     }
 }

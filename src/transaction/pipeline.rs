@@ -1,9 +1,10 @@
 //! [`ExactlyOnce`]: consume, transform, produce, each input's results committed exactly once.
 
+use std::collections::HashMap;
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::core::{Core, Counters, Settings, Sink, Source};
@@ -398,6 +399,10 @@ impl ExactlyOnce {
         let source = ConsumerSource {
             consumer,
             handle: handle.clone(),
+            holds: Holds {
+                handle: handle.clone(),
+                held: Mutex::default(),
+            },
         };
         let sink = ProducerSink {
             producer,
@@ -409,7 +414,12 @@ impl ExactlyOnce {
         let stats = Progress(counters).snapshot();
         tracing::info!(?stats, "kafka_kit: exactly-once pipeline stopped");
         let Core { source, .. } = core;
-        let closed = source.consumer.close().await;
+        let ConsumerSource {
+            consumer, holds, ..
+        } = source;
+        // A transaction the pipeline stopped in (a fatal error) may still hold partitions.
+        drop(holds);
+        let closed = consumer.close().await;
         result.and(closed).map(|()| stats)
     }
 }
@@ -417,6 +427,47 @@ impl ExactlyOnce {
 struct ConsumerSource {
     consumer: Consumer,
     handle: ConsumerHandle,
+    holds: Holds,
+}
+
+/// The partitions the open transaction holds. Dropping it releases them: a pipeline dropped with
+/// a transaction open (its task cancelled), or stopped by a fatal error in one, would otherwise
+/// make the consumer's revoke, when it closes, wait its whole revoke timeout for them.
+struct Holds {
+    handle: ConsumerHandle,
+    held: Mutex<HashMap<(String, i32), usize>>,
+}
+
+impl Holds {
+    fn hold(&self, topic: &str, partition: i32) {
+        self.handle.hold(topic, partition);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        *held.entry((topic.to_owned(), partition)).or_insert(0) += 1;
+    }
+
+    fn release(&self, topic: &str, partition: i32) {
+        let key = (topic.to_owned(), partition);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&key);
+            }
+        }
+        drop(held);
+        self.handle.release(topic, partition);
+    }
+}
+
+impl Drop for Holds {
+    fn drop(&mut self) {
+        let held = self.held.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for ((topic, partition), n) in held.drain() {
+            for _ in 0..n {
+                self.handle.release(&topic, partition);
+            }
+        }
+    }
 }
 
 impl Source for ConsumerSource {
@@ -438,11 +489,11 @@ impl Source for ConsumerSource {
     }
 
     fn hold(&self, topic: &str, partition: i32) {
-        self.handle.hold(topic, partition);
+        self.holds.hold(topic, partition);
     }
 
     fn release(&self, topic: &str, partition: i32) {
-        self.handle.release(topic, partition);
+        self.holds.release(topic, partition);
     }
 
     async fn rewind(&mut self, to: &CommitOffsets) -> Result<()> {

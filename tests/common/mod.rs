@@ -15,7 +15,13 @@ use kafka_kit::rdkafka::error::RDKafkaErrorCode;
 use kafka_kit::rdkafka::Message;
 use kafka_kit::testing::TestCluster;
 
+pub mod eos;
 pub mod real_broker;
+
+#[allow(unused_imports)] // the scenarios run from tests/real_broker.rs
+pub use eos::{
+    exactly_once_survives_a_crash, fenced_producer_is_unusable, transactional_producer_flow,
+};
 
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 

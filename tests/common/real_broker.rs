@@ -9,7 +9,7 @@ use kafka_kit::config::BOOTSTRAP_ENV;
 use kafka_kit::testing::TestCluster;
 use testcontainers_modules::kafka::apache::{Kafka, KAFKA_PORT};
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
-use testcontainers_modules::testcontainers::ContainerAsync;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
 /// A real broker, and the container that runs it if testcontainers started one (dropping it
 /// stops the container).
@@ -53,6 +53,14 @@ pub async fn real_broker() -> Result<RealBroker, String> {
     // Docker answers: from here on, a failure is a test failure, not a skip.
     let container = Kafka::default()
         .with_jvm_image()
+        // The image drops its own defaults as soon as any setting comes from the environment (the
+        // module sets a few), and Kafka's defaults want three replicas of the transaction log: on
+        // one broker no transaction could ever begin (InitProducerId would wait for a coordinator
+        // forever).
+        .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        // A group's first member gets its partitions at once, not after 3 s.
+        .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
         .start()
         .await
         .unwrap_or_else(|e| {
