@@ -13,7 +13,8 @@
 //! or `KAFKA_BOOTSTRAP_SERVERS`), `--topic NAME`, `--messages N` (default 500000), `--size BYTES`
 //! (default 100), `--partitions N` (default 6), `--keys N` (distinct keys, MD5-routed; 0 for
 //! keyless; default 1000), `--preset reliable|ordered|throughput|fire-and-forget`,
-//! `--partitioner md5|murmur2|consistent` (default md5), `--raw` (also run raw rdkafka:
+//! `--partitioner md5|murmur2|consistent` (default md5), `--set property=value` (any librdkafka
+//! property, for every client of the run; repeatable), `--raw` (also run raw rdkafka:
 //! ThreadedProducer for callback and fire, FutureProducer for await, BaseConsumer for consume).
 //!
 //! `eos` runs the exactly-once pipeline ([`ExactlyOnce`], default 100 ms commit interval) from one
@@ -63,6 +64,8 @@ struct Args {
     preset: Option<Preset>,
     partitioner: Partitioning,
     raw: bool,
+    /// Extra librdkafka properties for every client of the run.
+    set: Vec<(String, String)>,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -78,6 +81,7 @@ fn parse() -> anyhow::Result<Args> {
         preset: None,
         partitioner: Partitioning::Md5,
         raw: false,
+        set: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -92,6 +96,13 @@ fn parse() -> anyhow::Result<Args> {
             "--partitions" => args.partitions = value()?.parse()?,
             "--keys" => args.keys = value()?.parse()?,
             "--raw" => args.raw = true,
+            "--set" => {
+                let setting = value()?;
+                let (k, v) = setting
+                    .split_once('=')
+                    .context("--set takes property=value")?;
+                args.set.push((k.to_owned(), v.to_owned()));
+            }
             "--preset" => {
                 args.preset = Some(match value()?.as_str() {
                     "reliable" => Preset::Reliable,
@@ -226,6 +237,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(preset) = args.preset {
         builder = builder.preset(preset);
     }
+    for (k, v) in &args.set {
+        builder = builder.set(k, v);
+    }
     let config = builder.build()?;
     let payload = vec![b'x'; args.size];
     let keys: Vec<String> = (0..args.keys).map(|i| format!("key-{i}")).collect();
@@ -295,6 +309,15 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configuration of the run's consumers: the cluster's consumer settings, and `--set`.
+fn consumer_config(args: &Args, cluster: &TestCluster) -> anyhow::Result<KafkaConfig> {
+    let mut builder = cluster.consumer_config();
+    for (k, v) in &args.set {
+        builder = builder.set(k, v);
+    }
+    Ok(builder.build()?)
+}
+
 /// Writes the input of a consume or eos run.
 async fn fill(
     args: &Args,
@@ -331,7 +354,7 @@ async fn pipeline_at_least_once(
 ) -> anyhow::Result<Figures> {
     use kafka_kit::rdkafka::consumer::CommitMode;
     cluster.create_topic(output, args.partitions).await?;
-    let config = cluster.consumer_config().build()?;
+    let config = consumer_config(args, cluster)?;
     let mut consumer = Consumer::builder(&config)
         .group_id(format!("perf-alo-{}", run_id()))
         .topics([input])
@@ -381,7 +404,7 @@ async fn pipeline_exactly_once(
     output: &str,
 ) -> anyhow::Result<Figures> {
     cluster.create_topic(output, args.partitions).await?;
-    let config = cluster.consumer_config().build()?;
+    let config = consumer_config(args, cluster)?;
     let pipeline = ExactlyOnce::builder(&config)
         .group_id(format!("perf-eos-{}", run_id()))
         .topics([input])
@@ -394,10 +417,12 @@ async fn pipeline_exactly_once(
     let done = run.done.clone();
     let messages = args.messages;
     let all_committed = async move {
-        while progress.snapshot().records_in < messages {
-            done.store(progress.snapshot().records_in, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        progress
+            .wait_for(|stats| {
+                done.store(stats.records_in, Ordering::Relaxed);
+                stats.records_in >= messages
+            })
+            .await
     };
     let output = output.to_owned();
     let stats = pipeline
@@ -715,7 +740,7 @@ async fn produce_raw(
 }
 
 async fn consume_kit(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow::Result<Figures> {
-    let consumer = Consumer::builder(&cluster.consumer_config().build()?)
+    let consumer = Consumer::builder(&consumer_config(args, cluster)?)
         .assign(topic, 0..args.partitions)
         .start_at(StartAt::Beginning)
         .build()?;
@@ -736,16 +761,19 @@ async fn consume_kit(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow:
 }
 
 /// The raw consumer runs with the settings kafka-kit's consumer runs with (the cluster's consumer
-/// settings, manual commits and offset store, no end-of-partition events, `read_committed`), so
-/// that the two runs differ in the client only.
+/// settings, manual commits and offset store, no end-of-partition events, `read_committed`, a
+/// 100 ms fetch queue backoff), so that the two runs differ in the client only.
 fn consume_raw(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow::Result<Figures> {
-    let mut raw = cluster.consumer_config().build()?.to_client_config();
+    let mut raw = consumer_config(args, cluster)?.to_client_config();
     raw.set("group.id", format!("perf-raw-{}", run_id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "latest")
         .set("isolation.level", "read_committed");
+    if !args.set.iter().any(|(k, _)| k == "fetch.queue.backoff.ms") {
+        raw.set("fetch.queue.backoff.ms", "100");
+    }
 
     let consumer: BaseConsumer = raw.create()?;
     let mut assignment = TopicPartitionList::new();

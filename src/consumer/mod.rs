@@ -51,6 +51,9 @@
 //!   ([`ConsumerBuilder::checkpoints`]), else where [`StartAt`] says, resolved now that the
 //!   assignment is known; then [`RebalanceListener::on_assigned`] runs.
 //!
+//! kafka-kit sets `fetch.queue.backoff.ms` to 100 ms unless you set it (librdkafka's default, 1 s,
+//! leaves a consumer that fell behind for a moment idle for up to a second once it catches up).
+//!
 //! The hooks run on the polling thread, never on the async runtime, and the polling thread never
 //! waits for the application except for that bounded wait: they cannot deadlock against the
 //! consuming task. Eager and cooperative (`cooperative-sticky`) assignment both work.
@@ -353,6 +356,12 @@ impl ConsumerBuilder {
         ];
         if self.assignment == Assignment::CooperativeSticky {
             extra.push(("partition.assignment.strategy", "cooperative-sticky".into()));
+        }
+        // librdkafka stops fetching a partition for `fetch.queue.backoff.ms` (1 s by default)
+        // whenever its local queue holds `queued.min.messages`: a consumer that falls behind for
+        // a moment, then catches up, sits idle for the rest of that second. Check again sooner.
+        if self.config.get("fetch.queue.backoff.ms").is_none() {
+            extra.push(("fetch.queue.backoff.ms", "100".into()));
         }
         if let Some(group) = &self.group_id {
             extra.push(("group.id", group.clone()));

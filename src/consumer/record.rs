@@ -147,7 +147,9 @@ impl NextOffset {
 /// Offsets to commit, per partition: always next-to-read, and never moving backwards.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommitOffsets {
-    offsets: BTreeMap<(String, i32), i64>,
+    /// Topic, then partition: looked up by `&str`, so marking a record allocates nothing once
+    /// its topic is known. No topic is kept without partitions.
+    offsets: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
 impl CommitOffsets {
@@ -164,10 +166,11 @@ impl CommitOffsets {
 
     /// Sets a partition's offset, unless a later one is already set.
     pub fn insert(&mut self, topic: &str, partition: i32, offset: NextOffset) -> &mut Self {
-        let slot = self
-            .offsets
-            .entry((topic.to_owned(), partition))
-            .or_insert(offset.0);
+        let partitions = match self.offsets.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => self.offsets.entry(topic.to_owned()).or_default(),
+        };
+        let slot = partitions.entry(partition).or_insert(offset.0);
         *slot = (*slot).max(offset.0);
         self
     }
@@ -175,16 +178,19 @@ impl CommitOffsets {
     /// The offset of a partition.
     pub fn get(&self, topic: &str, partition: i32) -> Option<NextOffset> {
         self.offsets
-            .get(&(topic.to_owned(), partition))
+            .get(topic)?
+            .get(&partition)
             .copied()
             .map(NextOffset)
     }
 
-    /// Every partition and its offset.
+    /// Every partition and its offset, by topic then partition.
     pub fn iter(&self) -> impl Iterator<Item = (&str, i32, NextOffset)> {
-        self.offsets
-            .iter()
-            .map(|((t, p), o)| (t.as_str(), *p, NextOffset(*o)))
+        self.offsets.iter().flat_map(|(t, partitions)| {
+            partitions
+                .iter()
+                .map(move |(p, o)| (t.as_str(), *p, NextOffset(*o)))
+        })
     }
 
     /// Whether no offset is set.
@@ -194,19 +200,22 @@ impl CommitOffsets {
 
     /// The number of partitions.
     pub fn len(&self) -> usize {
-        self.offsets.len()
+        self.offsets.values().map(BTreeMap::len).sum()
     }
 
     /// Keeps only the partitions `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, i32) -> bool) {
-        self.offsets.retain(|(t, p), _| keep(t, *p));
+        self.offsets.retain(|t, partitions| {
+            partitions.retain(|p, _| keep(t, *p));
+            !partitions.is_empty()
+        });
     }
 
     pub(crate) fn to_list(&self) -> TopicPartitionList {
-        let mut list = TopicPartitionList::with_capacity(self.offsets.len());
-        for ((topic, partition), offset) in &self.offsets {
+        let mut list = TopicPartitionList::with_capacity(self.len());
+        for (topic, partition, offset) in self.iter() {
             // Cannot fail: the offset is a plain offset.
-            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset.0));
         }
         list
     }
@@ -248,6 +257,22 @@ mod tests {
             list.find_partition("t", 0).map(|e| e.offset()),
             Some(Offset::Offset(10))
         );
+    }
+
+    #[test]
+    fn commit_offsets_retain_len_and_order() {
+        let mut offsets = CommitOffsets::new();
+        for (t, p, o) in [("b", 1, 5), ("a", 2, 1), ("b", 0, 7), ("a", 0, 3)] {
+            offsets.insert(t, p, NextOffset(o));
+        }
+        let all: Vec<(&str, i32, i64)> = offsets.iter().map(|(t, p, o)| (t, p, o.get())).collect();
+        assert_eq!(all, [("a", 0, 3), ("a", 2, 1), ("b", 0, 7), ("b", 1, 5)]);
+        assert_eq!(offsets.len(), 4);
+        offsets.retain(|t, _| t == "b");
+        assert_eq!(offsets.len(), 2);
+        offsets.retain(|_, p| p == 9);
+        assert!(offsets.is_empty());
+        assert_eq!(offsets, CommitOffsets::new());
     }
 
     #[test]

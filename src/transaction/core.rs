@@ -81,6 +81,8 @@ pub(crate) struct Counters {
     pub(crate) records_out: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Woken after each commit and abort.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -90,11 +92,19 @@ fn add(counter: &AtomicU64, n: u64) {
 /// An input record, by position.
 type InputId = (String, i32, i64);
 
+fn input_id(record: &ConsumerRecord) -> InputId {
+    (
+        record.topic().to_owned(),
+        record.partition(),
+        record.offset(),
+    )
+}
+
 /// The open transaction.
 struct Batch {
     began: Instant,
     /// Its inputs, in order: outputs and their failures name inputs by index here.
-    inputs: Vec<InputId>,
+    inputs: Vec<Arc<ConsumerRecord>>,
     /// Where each partition's first input was: an abort rewinds there.
     starts: CommitOffsets,
     /// The next offsets to read after its inputs: committed with it.
@@ -223,13 +233,12 @@ impl<S: Source, K: Sink> Core<S, K> {
             self.source.hold(topic, partition);
         }
         let index = batch.inputs.len();
-        let id: InputId = (topic.to_owned(), partition, record.offset());
-        batch.inputs.push(id.clone());
+        batch.inputs.push(record.clone());
 
         // Most inputs never failed: skip the lookup then.
         let failed = match self.failures.is_empty() {
             true => None,
-            false => self.failures.get(&id),
+            false => self.failures.get(&input_id(&record)),
         };
         match failed {
             Some((attempts, error)) if *attempts >= self.settings.retry.max_attempts() => {
@@ -264,7 +273,7 @@ impl<S: Source, K: Sink> Core<S, K> {
                 }
                 Err(e) => {
                     let error = e.to_string();
-                    self.count_failure(&id, &error);
+                    self.count_failure(&input_id(&record), &error);
                     add(&self.counters.retries, 1);
                     return self
                         .abort(&format!(
@@ -318,10 +327,13 @@ impl<S: Source, K: Sink> Core<S, K> {
         add(&self.counters.records_in, batch.inputs.len() as u64);
         add(&self.counters.records_out, batch.outputs);
         add(&self.counters.dead_lettered, batch.dead_lettered);
+        self.counters.changed.notify_waiters();
         tracing::debug!(inputs = batch.inputs.len(), outputs = batch.outputs, offsets = ?positions,
             "kafka_kit: transaction committed");
-        for id in &batch.inputs {
-            self.failures.remove(id);
+        if !self.failures.is_empty() {
+            for input in &batch.inputs {
+                self.failures.remove(&input_id(input));
+            }
         }
         self.release(&batch);
         self.aborts_in_a_row = 0;
@@ -340,7 +352,7 @@ impl<S: Source, K: Sink> Core<S, K> {
                 Err(error)
             }
             recovery => {
-                let id = input.and_then(|i| self.batch.as_ref()?.inputs.get(i).cloned());
+                let id = input.and_then(|i| Some(input_id(self.batch.as_ref()?.inputs.get(i)?)));
                 if let (Recovery::Abort, Some(id)) = (recovery, &id) {
                     self.count_failure(id, &error.to_string());
                 }
@@ -380,6 +392,7 @@ impl<S: Source, K: Sink> Core<S, K> {
             return Err(e);
         }
         add(&self.counters.aborted, 1);
+        self.counters.changed.notify_waiters();
         tracing::warn!(reason, inputs = batch.inputs.len(), rewind_to = ?batch.starts,
             "kafka_kit: transaction aborted; its inputs are read again");
         // Release first: a revoke may be waiting for these partitions, and a rewind waits for the

@@ -341,6 +341,25 @@ impl Progress {
             retries: get(&c.retries),
         }
     }
+
+    /// Waits until the counts satisfy `done` (checked now, then after each commit and abort),
+    /// and returns them: a shutdown signal for "stop once N inputs are committed".
+    pub async fn wait_for(
+        &self,
+        mut done: impl FnMut(&ExactlyOnceStats) -> bool,
+    ) -> ExactlyOnceStats {
+        loop {
+            let changed = self.0.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the counts are read: a commit in between still wakes it.
+            changed.as_mut().enable();
+            let stats = self.snapshot();
+            if done(&stats) {
+                return stats;
+            }
+            changed.await;
+        }
+    }
 }
 
 impl ExactlyOnce {
@@ -551,5 +570,27 @@ impl Sink for ProducerSink {
     async fn abort(&mut self) -> Result<()> {
         self.deliveries.clear();
         self.producer.abort().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn progress_waits_for_a_commit() {
+        let counters = Arc::new(Counters::default());
+        let progress = Progress(counters.clone());
+        let waiting = tokio::spawn(async move { progress.wait_for(|s| s.records_in >= 5).await });
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+            counters.records_in.fetch_add(1, Ordering::Relaxed);
+            counters.changed.notify_waiters();
+        }
+        let stats = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the commits")
+            .unwrap();
+        assert_eq!(stats.records_in, 5);
     }
 }
