@@ -28,7 +28,11 @@
 //! let mut offsets = CommitOffsets::new();
 //! offsets.insert_after(&record); // the next offset to read: record.offset() + 1
 //! let group = consumer.group_metadata().expect("a consumer in a group");
-//! match producer.send_offsets(&offsets, group).await.and(producer.commit().await) {
+//! let committed = async {
+//!     producer.send_offsets(&offsets, group).await?;
+//!     producer.commit().await
+//! };
+//! match committed.await {
 //!     Ok(()) => {}
 //!     Err(e) if e.recovery() == Recovery::Fatal => return Err(e.into()), // fenced: stop
 //!     Err(_) => producer.abort().await?, // then rewind the consumer and process again
