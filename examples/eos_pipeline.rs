@@ -210,9 +210,9 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = {
         let b_progress = b_progress.clone();
         async move {
-            while (b_progress.snapshot().records_in as i64) < remaining {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            b_progress
+                .wait_for(|s| s.records_in as i64 >= remaining)
+                .await
         }
     };
     let b_run = b.run(

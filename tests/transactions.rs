@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use common::eos::{
     copy_to, input_number, outputs_of, outputs_per_input, pipeline, produce_inputs, read_until,
-    skip_without_mock, until,
+    skip_without_mock,
 };
 use kafka_kit::consumer::processing::{dead_letter_headers, RetryPolicy};
 use kafka_kit::consumer::{ConsumerRecord, Isolation};
@@ -93,7 +93,7 @@ async fn run_with_injected_errors(
         RUN_TIMEOUT,
         eos.run(
             copy_to(&output),
-            until(progress.clone(), move |s| s.records_in >= n),
+            progress.wait_for(move |s| s.records_in >= n),
         ),
     )
     .await
@@ -291,7 +291,7 @@ async fn fenced_pipeline_stops_with_a_fatal_error() -> anyhow::Result<()> {
         .build()?;
     let progress = eos.progress();
     let run = tokio::spawn(eos.run(copy_to(&output), std::future::pending::<()>()));
-    tokio::time::timeout(RUN_TIMEOUT, until(progress.clone(), |s| s.records_in >= 10))
+    tokio::time::timeout(RUN_TIMEOUT, progress.wait_for(|s| s.records_in >= 10))
         .await
         .with_context(|| {
             format!(
@@ -476,10 +476,7 @@ async fn failing_transform_is_retried_after_aborts() -> anyhow::Result<()> {
     };
     let stats = tokio::time::timeout(
         RUN_TIMEOUT,
-        eos.run(
-            transform,
-            until(progress.clone(), |s| s.records_in >= N as u64),
-        ),
+        eos.run(transform, progress.wait_for(|s| s.records_in >= N as u64)),
     )
     .await
     .with_context(|| format!("not done: {:?}", progress.snapshot()))??;
@@ -554,10 +551,7 @@ async fn poison_input_is_dead_lettered() -> anyhow::Result<()> {
     };
     let stats = tokio::time::timeout(
         RUN_TIMEOUT,
-        eos.run(
-            transform,
-            until(progress.clone(), |s| s.records_in >= N as u64),
-        ),
+        eos.run(transform, progress.wait_for(|s| s.records_in >= N as u64)),
     )
     .await
     .with_context(|| format!("not done: {:?}", progress.snapshot()))??;

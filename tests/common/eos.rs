@@ -17,9 +17,7 @@ use kafka_kit::producer::{OwnedRecord, Producer, Record};
 use kafka_kit::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use kafka_kit::rdkafka::Timestamp;
 use kafka_kit::testing::TestCluster;
-use kafka_kit::transaction::{
-    ExactlyOnce, ExactlyOnceBuilder, ExactlyOnceStats, Progress, TransactionalProducer,
-};
+use kafka_kit::transaction::{ExactlyOnce, ExactlyOnceBuilder, TransactionalProducer};
 use kafka_kit::Error;
 
 use super::unique_topic;
@@ -104,13 +102,6 @@ pub fn pipeline(
         .topics([input])
         .transactional_id(transactional_id)
         .offset_reset(OffsetReset::Earliest))
-}
-
-/// Completes once the pipeline's counts satisfy `done`: a shutdown signal.
-pub async fn until(progress: Progress, done: impl Fn(&ExactlyOnceStats) -> bool) {
-    while !done(&progress.snapshot()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Reads `topic` from the start of every partition with `isolation` (no consumer group) until
@@ -591,7 +582,7 @@ pub async fn exactly_once_survives_a_crash(cluster: &TestCluster) -> anyhow::Res
         Duration::from_secs(180),
         second.run(
             copy_to(&output),
-            until(second_progress.clone(), move |s| s.records_in >= remaining),
+            second_progress.wait_for(move |s| s.records_in >= remaining),
         ),
     )
     .await
