@@ -676,6 +676,15 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// A zero interval or timeout where only a positive one makes sense, named by its setting.
+    pub(crate) fn zero_duration(setting: &str, duration: std::time::Duration) -> Option<Problem> {
+        duration.is_zero().then(|| Problem::InvalidValue {
+            property: setting.to_owned(),
+            value: "0s".to_owned(),
+            reason: "must be more than zero".to_owned(),
+        })
+    }
+
     /// The property this problem is about.
     pub fn property(&self) -> &str {
         match self {

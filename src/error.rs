@@ -90,6 +90,17 @@ pub enum Error {
         /// The fatal error that ended it.
         cause: String,
     },
+    /// Application code that kafka-kit called (a rebalance hook, a checkpoint store, a handler)
+    /// panicked, or one of kafka-kit's own threads did. The panic was caught: the client is still
+    /// there, but the processing loops stop with this error, since the application's state is no
+    /// longer known.
+    #[error("{callback} panicked: {message}")]
+    Panicked {
+        /// What panicked, e.g. `RebalanceListener::on_assigned`.
+        callback: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The test support (the embedded broker, a test cluster) failed.
     #[error("test support: {0}")]
     Testing(String),
@@ -152,6 +163,33 @@ impl Error {
             _ => false,
         }
     }
+}
+
+impl Error {
+    /// Whether a processing loop ([`AtLeastOnce`](crate::consumer::processing::AtLeastOnce),
+    /// [`ExactlyOnce`](crate::transaction::ExactlyOnce)) must stop on this error from its
+    /// consumer: a fatal error or a panic. Anything else (a broker restarting, a group that does
+    /// not exist yet) is reported, and the loop goes on.
+    pub(crate) fn stops_loops(&self) -> bool {
+        self.is_fatal() || matches!(self, Error::Panicked { .. })
+    }
+
+    /// A caught panic as an error, with its message when it has one.
+    pub(crate) fn panicked(callback: &'static str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        tracing::error!(callback, message = %message, "kafka_kit: caught a panic");
+        Error::Panicked { callback, message }
+    }
+}
+
+/// Runs application code, catching a panic as [`Error::Panicked`].
+pub(crate) fn catch_panic<T>(callback: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| Error::panicked(callback, &*payload))
 }
 
 /// How to go on after an error in a transaction: see [`Error::recovery`].

@@ -78,3 +78,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Background(e.to_string()))?
 }
 pub use rdkafka;
+
+/// The instant `after` from now, saturating: a timeout of `Duration::MAX` means "no deadline"
+/// (about a century away) instead of an overflow panic.
+pub(crate) fn deadline(after: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// What [`deadline`] saturates to.
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);

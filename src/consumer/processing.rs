@@ -323,7 +323,7 @@ impl AtLeastOnce {
                 }
                 record = consumer.recv() => match record {
                     None => break Ok(()),
-                    Some(Err(e)) if e.is_fatal() => break Err(e),
+                    Some(Err(e)) if e.stops_loops() => break Err(e),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "kafka_kit: consumer error; going on");
                         continue;

@@ -185,7 +185,7 @@ impl<S: Source, K: Sink> Core<S, K> {
                         self.commit().await?;
                     }
                 }
-                Event::Record(Some(Err(e))) if e.is_fatal() => {
+                Event::Record(Some(Err(e))) if e.stops_loops() => {
                     self.abort_if_open(&e.to_string()).await?;
                     return Err(e);
                 }
