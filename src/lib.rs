@@ -79,6 +79,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 pub use rdkafka;
 
+/// Locks a mutex, going on after a panic elsewhere poisoned it: every critical section in
+/// kafka-kit leaves its data consistent at each step.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The instant `after` from now, saturating: a timeout of `Duration::MAX` means "no deadline"
 /// (about a century away) instead of an overflow panic.
 pub(crate) fn deadline(after: std::time::Duration) -> std::time::Instant {

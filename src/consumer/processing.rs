@@ -41,6 +41,7 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +52,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{Consumer, ConsumerHandle, ConsumerRecord};
+use futures_util::FutureExt as _;
+
+use super::{Consumer, ConsumerHandle, ConsumerRecord, InFlight};
+use crate::config::{ConfigError, Problem};
 use crate::error::{Error, Result};
 use crate::headers::Headers;
 use crate::producer::{Producer, Record};
@@ -209,7 +213,8 @@ impl AtLeastOnce {
     }
 
     /// Commits once `records` records are finished, or `interval` after the last commit,
-    /// whichever comes first.
+    /// whichever comes first. A zero interval is refused: [`run`](Self::run) returns a
+    /// [`ConfigError`] naming it.
     pub fn commit_every(mut self, records: u64, interval: Duration) -> Self {
         self.commit_records = records.max(1);
         self.commit_interval = interval;
@@ -288,6 +293,10 @@ impl AtLeastOnce {
             dead_letter,
             parallel,
         } = self;
+        if let Some(problem) = Problem::zero_duration("commit_every interval", commit_interval) {
+            consumer.close().await?;
+            return Err(ConfigError::single(problem).into());
+        }
         let worker = Arc::new(Worker {
             handle: consumer.handle(),
             decode,
@@ -299,12 +308,15 @@ impl AtLeastOnce {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut ticker = tokio::time::interval(commit_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lanes: HashMap<(String, i32), mpsc::Sender<ConsumerRecord>> = HashMap::new();
+        let mut lanes: HashMap<(String, i32), mpsc::Sender<(ConsumerRecord, InFlight)>> =
+            HashMap::new();
         let mut workers = JoinSet::new();
 
         let result: Result<()> = loop {
             if worker.counters.since_commit.load(Ordering::Relaxed) >= commit_records {
-                worker.commit(CommitMode::Async).await;
+                if let Err(e) = worker.commit(CommitMode::Async).await {
+                    break Err(e);
+                }
             }
             // A lane that failed for good stops the loop.
             if let Some(done) = workers.try_join_next() {
@@ -318,7 +330,9 @@ impl AtLeastOnce {
                 biased;
                 _ = &mut shutdown => break Ok(()),
                 _ = ticker.tick() => {
-                    worker.commit(CommitMode::Async).await;
+                    if let Err(e) = worker.commit(CommitMode::Async).await {
+                        break Err(e);
+                    }
                     continue;
                 }
                 record = consumer.recv() => match record {
@@ -331,29 +345,28 @@ impl AtLeastOnce {
                     Some(Ok(record)) => record,
                 },
             };
-            worker.handle.start(&record);
+            let in_flight = worker.handle.start(&record);
             if !parallel {
-                if let Err(e) = worker.process(record).await {
+                if let Err(e) = worker.process(record, in_flight).await {
                     break Err(e);
                 }
                 continue;
             }
             let key = (record.topic().to_owned(), record.partition());
             let lane = lanes.entry(key).or_insert_with(|| {
-                let (sender, mut receiver) = mpsc::channel::<ConsumerRecord>(64);
+                let (sender, mut receiver) = mpsc::channel::<(ConsumerRecord, InFlight)>(64);
                 let worker = worker.clone();
                 workers.spawn(async move {
-                    while let Some(record) = receiver.recv().await {
-                        worker.process(record).await?;
+                    while let Some((record, in_flight)) = receiver.recv().await {
+                        worker.process(record, in_flight).await?;
                     }
                     Ok(())
                 });
                 sender
             });
-            if let Err(mpsc::error::SendError(record)) = lane.send(record).await {
-                // The lane stopped on an error, reported just above on the next turn.
-                worker.handle.finish(&record);
-            }
+            // A lane that stopped on an error (reported above on the next turn) drops the record,
+            // and its guard releases it.
+            let _ = lane.send((record, in_flight)).await;
         };
 
         drop(lanes);
@@ -393,15 +406,15 @@ where
     Fut: Future<Output = std::result::Result<(), E>> + Send,
     E: Display,
 {
-    /// Processes one record (already counted in flight) to its end.
-    async fn process(&self, record: ConsumerRecord) -> Result<()> {
+    /// Processes one record (counted in flight until `in_flight` drops) to its end.
+    async fn process(&self, record: ConsumerRecord, in_flight: InFlight) -> Result<()> {
         let record = Arc::new(record);
         let outcome = self.handle_record(&record).await;
         if let Ok(Outcome::Done) = outcome {
             self.handle.mark_processed(&record);
             self.counters.since_commit.fetch_add(1, Ordering::Relaxed);
         }
-        self.handle.finish(&record);
+        drop(in_flight);
         outcome.map(drop)
     }
 
@@ -425,11 +438,15 @@ where
                     Err(e) => return self.dead_letter(record, &e.to_string(), attempt - 1).await,
                 },
             };
-            // As text at once: the error type need not be `Send`.
-            match (self.handler)(decoded, record.clone())
-                .await
-                .map_err(|e| e.to_string())
-            {
+            // As text at once: the error type need not be `Send`. A panic is a failed attempt
+            // like any other: a record that makes the handler panic is retried, then
+            // dead-lettered, and never takes the loop down.
+            let run = AssertUnwindSafe((self.handler)(decoded, record.clone())).catch_unwind();
+            let result = match run.await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(panic) => Err(Error::panicked("the handler", &*panic).to_string()),
+            };
+            match result {
                 Ok(()) => {
                     self.counters.processed.fetch_add(1, Ordering::Relaxed);
                     return Ok(Outcome::Done);
@@ -497,16 +514,20 @@ where
         }
     }
 
-    async fn commit(&self, mode: CommitMode) {
+    /// Commits what was finished; a failure is retried by the next commit, unless it must stop
+    /// the loop (a panicking checkpoint store).
+    async fn commit(&self, mode: CommitMode) -> Result<()> {
         if self.counters.since_commit.swap(0, Ordering::Relaxed) == 0 {
-            return;
+            return Ok(());
         }
         match self.handle.commit_processed(mode).await {
             Ok(()) => drop(self.counters.commits.fetch_add(1, Ordering::Relaxed)),
+            Err(e) if e.stops_loops() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries")
             }
         }
+        Ok(())
     }
 }
 

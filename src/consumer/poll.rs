@@ -1,0 +1,759 @@
+//! The polling thread and everything that runs on it: fetching, handing records over, serving
+//! rebalances, seeks and stops. It never waits on the application: records and errors queue in
+//! [`State`], and go out only as far as the channel has room.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use super::replay::{self, PartitionStart, StartAt, StartReason};
+use super::state::{Fetched, State, Step};
+use super::{Assigned, CheckpointStore, CommitOffsets, ConsumerRecord, RebalanceListener, Revoked};
+use super::{StopAt, TopicPartition};
+use crate::error::{catch_panic, Error, Result};
+use crate::lock;
+
+/// What the polling thread hands the application: a batch of records, or an error.
+pub(super) type Handover = Result<Vec<ConsumerRecord>>;
+
+/// How long lookups (times, committed offsets, watermarks) and synchronous commits may take.
+pub(super) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than the revoke timeout closing may take (the final commit, leaving the
+/// group) before `drop` and `close` return anyway.
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+type SeekRequest = (CommitOffsets, oneshot::Sender<Result<()>>);
+
+/// State shared by the polling thread (and its rebalance callbacks) and the application.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    /// The state's generation, readable without the lock: a record of the current generation
+    /// is current, which is the common case.
+    generation: AtomicU64,
+    /// Notified when records finish processing (a revoke may be waiting for them).
+    finished: Condvar,
+    pub(super) revoke_timeout: Duration,
+    pub(super) stats: crate::monitoring::StatsHub,
+    /// Seeks asked for by the application, served by the polling thread; `None` once that
+    /// thread is gone.
+    seeks: Mutex<Option<Vec<SeekRequest>>>,
+    /// Woken when a revoke starts, so that a transaction holding the partitions ends early.
+    pub(super) revoke_started: tokio::sync::Notify,
+    /// Why the polling thread ended, if it was not asked to: the stream's last item.
+    ended: Mutex<Option<Error>>,
+}
+
+/// The state, locked; the generation is published when the lock is released.
+pub(super) struct StateGuard<'a> {
+    state: MutexGuard<'a, State>,
+    generation: &'a AtomicU64,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        self.generation
+            .store(self.state.generation(), Ordering::Release);
+    }
+}
+
+impl Shared {
+    pub(super) fn new(revoke_timeout: Duration, stop_at: Option<StopAt>) -> Self {
+        Shared {
+            state: Mutex::new(State::new(stop_at)),
+            generation: AtomicU64::new(0),
+            finished: Condvar::new(),
+            revoke_timeout,
+            stats: Default::default(),
+            seeks: Mutex::new(Some(Vec::new())),
+            revoke_started: tokio::sync::Notify::new(),
+            ended: Mutex::default(),
+        }
+    }
+
+    pub(super) fn state(&self) -> StateGuard<'_> {
+        StateGuard {
+            state: lock(&self.state),
+            generation: &self.generation,
+        }
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a record may still be handed out (see [`State::is_current`]).
+    pub(super) fn is_current(&self, record: &ConsumerRecord) -> bool {
+        record.generation == self.generation() || self.state().is_current(record)
+    }
+
+    /// Ends one hold on a partition, and wakes a revoke that may be waiting for it.
+    pub(super) fn release(&self, topic: &str, partition: i32) {
+        self.state().release(topic, partition);
+        self.finished.notify_all();
+    }
+
+    /// Queues an error for the application, after the records before it.
+    fn report(&self, error: Error) {
+        if !self.state().failed(error) {
+            tracing::debug!("kafka_kit: consumer error not queued: a repeat, or too many waiting");
+        }
+    }
+
+    /// Asks the polling thread to seek, or `None` if it is gone.
+    pub(super) fn request_seek(
+        &self,
+        offsets: CommitOffsets,
+    ) -> Option<oneshot::Receiver<Result<()>>> {
+        let (reply, answer) = oneshot::channel();
+        lock(&self.seeks).as_mut()?.push((offsets, reply));
+        Some(answer)
+    }
+
+    /// Why the polling thread ended, once, if it was not asked to.
+    pub(super) fn take_ended(&self) -> Option<Error> {
+        lock(&self.ended).take()
+    }
+
+    /// Waits until no record of `partitions` is being processed, or the revoke timeout passes.
+    fn wait_for_in_flight(&self, partitions: &[(String, i32)]) -> bool {
+        let deadline = crate::deadline(self.revoke_timeout);
+        let mut state = lock(&self.state);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !state.busy(partitions) {
+                return true;
+            }
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .finished
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// The rdkafka context: rebalances are decided here, on the polling thread.
+pub(super) struct KitContext {
+    pub(super) shared: Arc<Shared>,
+    pub(super) start_at: StartAt,
+    pub(super) checkpoints: Option<Arc<dyn CheckpointStore>>,
+    pub(super) listener: Option<Arc<dyn RebalanceListener>>,
+}
+
+impl ClientContext for KitContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.shared.stats.publish(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::error::RDKafkaErrorCode::PartitionEOF;
+        match error.rdkafka_error_code() {
+            // The end of a partition is news for a bounded replay, not an error.
+            Some(PartitionEOF) => tracing::debug!(reason, "kafka_kit: end of partition"),
+            _ => tracing::error!(error = %error, reason, "kafka_kit: consumer error"),
+        }
+    }
+}
+
+impl KitContext {
+    /// Runs a listener hook; a panic in it reaches the application as an error on the stream.
+    fn hook(&self, name: &'static str, call: impl FnOnce(&dyn RebalanceListener)) {
+        if let Some(listener) = &self.listener {
+            if let Err(e) = catch_panic(name, || call(&**listener)) {
+                self.shared.report(e);
+            }
+        }
+    }
+
+    /// Decides where newly assigned `partitions` start: a checkpoint, else `start_at`. If that
+    /// cannot be decided (a lookup failed, the checkpoint store failed or panicked), they start
+    /// at the committed offsets rather than stall the group.
+    fn starts(
+        &self,
+        consumer: &BaseConsumer<KitContext>,
+        partitions: &[(String, i32)],
+    ) -> Vec<PartitionStart> {
+        let checkpoint = |topic: &str, partition: i32| match &self.checkpoints {
+            Some(store) => store.load(topic, partition),
+            None => Ok(None),
+        };
+        let by_time = |asked: &[(String, i32)], time: i64| -> KafkaResult<Vec<Option<i64>>> {
+            let mut list = TopicPartitionList::with_capacity(asked.len());
+            for (topic, partition) in asked {
+                list.add_partition_offset(topic, *partition, Offset::Offset(time))?;
+            }
+            let found = consumer.offsets_for_times(list, LOOKUP_TIMEOUT)?;
+            Ok(asked
+                .iter()
+                .map(|(t, p)| {
+                    found
+                        .find_partition(t, *p)
+                        .and_then(|e| e.offset().to_raw())
+                })
+                .collect())
+        };
+        let decided = catch_panic("CheckpointStore::load", || {
+            replay::start_offsets(partitions, self.start_at, checkpoint, by_time)
+        });
+        let error = match decided {
+            Ok(Ok(starts)) => return starts,
+            Ok(Err(replay::StartError::Checkpoint(e))) => Error::Checkpoint(e),
+            Ok(Err(replay::StartError::Lookup(e))) => Error::Kafka(e),
+            Err(panicked) => panicked,
+        };
+        tracing::error!(error = %error, "kafka_kit: could not decide starting offsets; using the committed ones");
+        if error.stops_loops() {
+            self.shared.report(error);
+        }
+        partitions
+            .iter()
+            .map(|(topic, partition)| PartitionStart {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: Offset::Stored,
+                reason: StartReason::Fallback,
+            })
+            .collect()
+    }
+
+    /// Decides where `partitions` start, assigns them with `assign`, then tells the listener.
+    pub(super) fn assign(
+        &self,
+        consumer: &BaseConsumer<KitContext>,
+        partitions: &[(String, i32)],
+        assign: impl FnOnce(&TopicPartitionList) -> KafkaResult<()>,
+    ) -> KafkaResult<()> {
+        let starts = self.starts(consumer, partitions);
+        let mut list = TopicPartitionList::with_capacity(starts.len());
+        for start in &starts {
+            // Cannot fail: a plain, special or absolute offset.
+            let _ = list.add_partition_offset(&start.topic, start.partition, start.offset);
+            tracing::info!(topic = %start.topic, partition = start.partition, offset = ?start.offset,
+                reason = ?start.reason, "kafka_kit: partition assigned");
+        }
+        let paused = self
+            .shared
+            .state()
+            .assign(starts.iter().map(|s| (s.topic.as_str(), s.partition)));
+        if paused {
+            let _ = consumer.pause(&list);
+        }
+        assign(&list)?;
+        self.hook("RebalanceListener::on_assigned", |l| {
+            l.on_assigned(&Assigned { starts })
+        });
+        Ok(())
+    }
+
+    /// Takes revoked (or lost) partitions away, before librdkafka unassigns them: waits (up to
+    /// the revoke timeout) for their records in processing, commits what was processed, then
+    /// tells the listener. A lost partition commits nothing.
+    fn revoke(
+        &self,
+        consumer: &BaseConsumer<KitContext>,
+        partitions: &[(String, i32)],
+        lost: bool,
+    ) {
+        let shared = &self.shared;
+        shared.state().begin_revoke(partitions, lost);
+        shared.revoke_started.notify_one();
+        let listed: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|(topic, partition)| TopicPartition {
+                topic: topic.clone(),
+                partition: *partition,
+            })
+            .collect();
+        if lost {
+            tracing::warn!(partitions = ?listed, "kafka_kit: partitions lost; their processed offsets were not committed");
+            self.hook("RebalanceListener::on_lost", |l| l.on_lost(&listed));
+            return;
+        }
+        if !shared.wait_for_in_flight(partitions) {
+            tracing::warn!(partitions = ?listed, timeout = ?shared.revoke_timeout,
+                "kafka_kit: records of revoked partitions still processing; committing what is done");
+        }
+        let to_commit = shared.state().revoke_commits(partitions);
+        let result = commit_offsets(
+            consumer,
+            self.checkpoints.as_deref(),
+            &to_commit,
+            CommitMode::Sync,
+        );
+        shared.state().end_revoke(partitions);
+        let committed = match result {
+            Ok(()) => {
+                tracing::info!(partitions = ?listed, committed = ?to_commit, "kafka_kit: partitions revoked");
+                Ok(to_commit)
+            }
+            Err(e) => {
+                tracing::warn!(partitions = ?listed, error = %e, offsets = ?to_commit,
+                    "kafka_kit: partitions revoked, but their processed offsets could not be committed: the new owner reads those records again");
+                let text = e.to_string();
+                if e.stops_loops() {
+                    shared.report(e);
+                }
+                Err(text)
+            }
+        };
+        self.hook("RebalanceListener::on_revoked", |l| {
+            l.on_revoked(&Revoked {
+                partitions: listed,
+                committed,
+            })
+        });
+    }
+}
+
+impl ConsumerContext for KitContext {
+    /// Every commit's result, synchronous or not: confirmed offsets are recorded, so that only
+    /// what is above them is sent again.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => record_committed(&self.shared, offsets),
+            Err(error) => {
+                tracing::warn!(error = %error, "kafka_kit: commit failed; the next commit sends its offsets again")
+            }
+        }
+    }
+
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(consumer, &partitions, |list| {
+                    if cooperative {
+                        consumer.incremental_assign(list)
+                    } else {
+                        consumer.assign(list)
+                    }
+                })
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, &partitions, consumer.assignment_lost());
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "kafka_kit: rebalance error; unassigning");
+                self.revoke(consumer, &partitions, true);
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "kafka_kit: could not apply the rebalance");
+        }
+    }
+}
+
+fn record_committed(shared: &Shared, offsets: &TopicPartitionList) {
+    let elements = offsets.elements();
+    shared.state().record_committed(
+        elements
+            .iter()
+            .filter_map(|e| Some((e.topic(), e.partition(), e.offset().to_raw()?))),
+    );
+}
+
+/// Commits `offsets` and saves them as checkpoints (a panicking store is an error).
+pub(super) fn commit_offsets(
+    consumer: &BaseConsumer<KitContext>,
+    checkpoints: Option<&dyn CheckpointStore>,
+    offsets: &CommitOffsets,
+    mode: CommitMode,
+) -> Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let list = offsets.to_list();
+    consumer.commit(&list, mode)?;
+    if let CommitMode::Sync = mode {
+        record_committed(&consumer.context().shared, &list);
+    }
+    if let Some(store) = checkpoints {
+        let saved: Vec<(&str, i32, i64)> =
+            offsets.iter().map(|(t, p, o)| (t, p, o.get())).collect();
+        catch_panic("CheckpointStore::save", || store.save(&saved))??;
+    }
+    Ok(())
+}
+
+/// Starts the polling thread. When it ends (asked to, at the stop, or by a panic), pending
+/// seeks are answered and the channel closes; a panic is kept as the stream's last item.
+pub(super) fn spawn(
+    consumer: Arc<BaseConsumer<KitContext>>,
+    sender: mpsc::Sender<Handover>,
+    stop: Arc<AtomicBool>,
+    batch: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("kafka-kit-consumer".into())
+        .spawn(move || {
+            let shared = consumer.context().shared.clone();
+            let polled = catch_panic("the consumer's polling thread", || {
+                poll_loop(&consumer, &sender, &stop, batch)
+            });
+            if let Err(e) = polled {
+                *lock(&shared.ended) = Some(e);
+            }
+            // Dropping the requests answers them: the consumer is closed.
+            lock(&shared.seeks).take();
+        })
+}
+
+/// The polling thread's loop: fetches records, hands them over as far as there is room, serves
+/// rebalances and seeks, and never waits for the application.
+fn poll_loop(
+    consumer: &BaseConsumer<KitContext>,
+    sender: &mpsc::Sender<Handover>,
+    stop: &AtomicBool,
+    batch: usize,
+) {
+    let shared = consumer.context().shared.clone();
+    let mut last_poll: Option<Instant> = None;
+    while !stop.load(Ordering::Acquire) {
+        serve_seeks(consumer, &shared);
+        let (step, may_be_over) = {
+            let mut state = shared.state();
+            // Only this thread sends, so room seen is room had.
+            while sender.capacity() > 0 {
+                let Some(handover) = state.take(batch) else {
+                    break;
+                };
+                if sender.try_send(handover).is_err() {
+                    return; // the consumer was dropped
+                }
+            }
+            let since = last_poll.map_or(Duration::MAX, |t| t.elapsed());
+            (state.next_step(since), state.may_be_over())
+        };
+        if may_be_over && all_stopped(consumer, &shared) {
+            return; // dropping the sender ends the stream
+        }
+        match step {
+            Step::Wait => std::thread::sleep(Duration::from_millis(1)),
+            Step::Poll { timeout, pause } => {
+                if let Some(pause) = pause {
+                    set_paused(consumer, &shared, pause);
+                }
+                last_poll = Some(Instant::now());
+                // Wait for the first record, then take what librdkafka has ready, up to a batch.
+                let mut timeout = timeout;
+                for _ in 0..batch {
+                    if !poll_once(consumer, &shared, timeout) || stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    timeout = Duration::ZERO;
+                }
+            }
+        }
+    }
+}
+
+/// Polls librdkafka once: a record is queued, an event handled, an error queued. Returns
+/// whether to poll again at once (a record or an event came; an error goes out first).
+fn poll_once(consumer: &BaseConsumer<KitContext>, shared: &Shared, timeout: Duration) -> bool {
+    match consumer.poll(timeout) {
+        None => false,
+        Some(Ok(message)) => {
+            let record = ConsumerRecord::new(message.detach(), shared.generation());
+            let (topic, partition) = (record.topic().to_owned(), record.partition());
+            if shared.state().fetched(record) == Fetched::Stopped(true) {
+                pause_partition(consumer, &topic, partition);
+            }
+            true
+        }
+        Some(Err(KafkaError::PartitionEOF(partition))) => {
+            reached_end(consumer, shared, partition);
+            true
+        }
+        Some(Err(error)) => {
+            tracing::warn!(error = %error, "kafka_kit: consumer error");
+            shared.report(error.into());
+            false
+        }
+    }
+}
+
+fn serve_seeks(consumer: &BaseConsumer<KitContext>, shared: &Shared) {
+    let requests = match lock(&shared.seeks).as_mut() {
+        Some(requests) if !requests.is_empty() => std::mem::take(requests),
+        _ => return,
+    };
+    for (offsets, reply) in requests {
+        // The application may have stopped waiting: nothing to tell it then.
+        let _ = reply.send(seek(consumer, shared, &offsets));
+    }
+}
+
+/// Moves owned partitions to `offsets`, on the polling thread: records polled after this are
+/// from the new position (librdkafka drops what it fetched before), and records of these
+/// partitions polled before, queued here or in the channel, belong to an older generation and
+/// are dropped.
+fn seek(
+    consumer: &BaseConsumer<KitContext>,
+    shared: &Shared,
+    offsets: &CommitOffsets,
+) -> Result<()> {
+    let generation = shared.state().begin_seek();
+    for (topic, partition, offset) in offsets.iter() {
+        if !shared.state().owns(topic, partition) {
+            continue; // revoked meanwhile: its new owner starts from the committed offset
+        }
+        consumer.seek(topic, partition, Offset::Offset(offset.get()), SEEK_TIMEOUT)?;
+        shared.state().moved(topic, partition, generation);
+        tracing::debug!(
+            topic,
+            partition,
+            offset = offset.get(),
+            "kafka_kit: partition moved"
+        );
+    }
+    Ok(())
+}
+
+fn set_paused(consumer: &BaseConsumer<KitContext>, shared: &Shared, pause: bool) {
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match result {
+        Ok(()) => {
+            shared.state().set_paused(pause);
+            tracing::debug!(paused = pause, "kafka_kit: buffer backpressure");
+        }
+        Err(e) => tracing::warn!(error = %e, "kafka_kit: could not pause or resume"),
+    }
+}
+
+fn pause_partition(consumer: &BaseConsumer<KitContext>, topic: &str, partition: i32) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let _ = consumer.pause(&list);
+    tracing::debug!(topic, partition, "kafka_kit: partition reached its stop");
+}
+
+/// A partition has nothing more to read now: with a stop time in the past, it is done. (The
+/// event names only the partition number; with several topics it is applied only where that
+/// number is unambiguous.)
+fn reached_end(consumer: &BaseConsumer<KitContext>, shared: &Shared, partition: i32) {
+    if !shared
+        .state()
+        .end_is_stop(replay::millis(std::time::SystemTime::now()))
+    {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let matching: Vec<String> = assignment
+        .elements()
+        .iter()
+        .filter(|e| e.partition() == partition)
+        .map(|e| e.topic().to_owned())
+        .collect();
+    if let [topic] = matching.as_slice() {
+        if shared.state().stop(topic, partition) {
+            pause_partition(consumer, topic, partition);
+        }
+    }
+}
+
+fn all_stopped(consumer: &BaseConsumer<KitContext>, shared: &Shared) -> bool {
+    let Ok(assignment) = consumer.assignment() else {
+        return false;
+    };
+    let elements = assignment.elements();
+    shared
+        .state()
+        .all_stopped(elements.iter().map(|e| (e.topic(), e.partition())))
+}
+
+/// The consumer's resources, shared by the [`Consumer`](super::Consumer) and the processing
+/// loops' handles.
+pub(super) struct Inner {
+    pub(super) consumer: Arc<BaseConsumer<KitContext>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) checkpoints: Option<Arc<dyn CheckpointStore>>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
+    /// The deadline of the shutdown, when [`close`](super::Consumer::close) set one.
+    pub(super) deadline: Mutex<Option<Instant>>,
+    /// Declared last, so dropped last, after `consumer`: waits (up to the deadline) for
+    /// librdkafka's close, which runs on a thread of its own.
+    pub(super) closed: CloseWait,
+}
+
+impl Inner {
+    pub(super) async fn commit(
+        self: &Arc<Self>,
+        offsets: CommitOffsets,
+        mode: CommitMode,
+    ) -> Result<()> {
+        match mode {
+            // librdkafka's asynchronous commit returns at once; saving checkpoints does file I/O,
+            // which belongs off the async runtime.
+            CommitMode::Async if self.checkpoints.is_none() => {
+                commit_offsets(&self.consumer, None, &offsets, mode)
+            }
+            CommitMode::Async => {
+                let inner = self.clone();
+                crate::blocking(move || {
+                    commit_offsets(
+                        &inner.consumer,
+                        inner.checkpoints.as_deref(),
+                        &offsets,
+                        mode,
+                    )
+                })
+                .await
+            }
+            CommitMode::Sync => {
+                let inner = self.clone();
+                crate::blocking(move || inner.commit_sync(offsets)).await
+            }
+        }
+    }
+
+    /// Commits, retrying retriable errors for up to 10 s; each retry only for partitions this
+    /// consumer may still commit, so that a late retry never overwrites a new owner's progress.
+    /// A stale generation is retried too: the polling thread rejoins the group meanwhile.
+    fn commit_sync(&self, mut offsets: CommitOffsets) -> Result<()> {
+        use rdkafka::error::RDKafkaErrorCode::{IllegalGeneration, UnknownMemberId};
+        let deadline = crate::deadline(LOOKUP_TIMEOUT);
+        loop {
+            let result = commit_offsets(
+                &self.consumer,
+                self.checkpoints.as_deref(),
+                &offsets,
+                CommitMode::Sync,
+            );
+            match result {
+                Err(e)
+                    if (e.is_retriable()
+                        || matches!(e.code(), Some(IllegalGeneration | UnknownMemberId)))
+                        && !offsets.is_empty()
+                        && Instant::now() < deadline
+                        && !self.stop.load(Ordering::Acquire) =>
+                {
+                    tracing::debug!(error = %e, "kafka_kit: commit failed; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                    let state = self.shared.state();
+                    offsets.retain(|t, p| state.may_commit(t, p));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Stops the polling thread, waiting for it until `deadline` at the most: a polling thread
+    /// still inside a listener hook is left to finish in the background.
+    pub(super) fn stop_polling_by(&self, deadline: Instant) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = lock(&self.thread).take() {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("kafka_kit: the polling thread did not stop in time (a listener hook still running?); leaving it");
+            }
+        }
+    }
+
+    /// The deadline of a shutdown starting now.
+    pub(super) fn close_deadline(&self) -> Instant {
+        crate::deadline(self.shared.revoke_timeout.saturating_add(CLOSE_GRACE))
+    }
+}
+
+/// Closing librdkafka's consumer (its revoke commits what was processed, then it leaves the
+/// group) happens when the last handle to it drops. [`Inner`]'s drop hands that to a thread of
+/// its own, so that a close waiting for an unreachable coordinator does not hold the application
+/// past the deadline.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let deadline = lock(&self.deadline)
+            .take()
+            .unwrap_or_else(|| self.close_deadline());
+        self.stop_polling_by(deadline);
+        let consumer = self.consumer.clone();
+        let (done, closed) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-kit-close".into())
+            .spawn(move || {
+                // `Inner`'s own handle goes right after this drop returns; another one (a
+                // polling thread left behind) keeps the consumer open until it ends.
+                while Arc::strong_count(&consumer) > 1 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                drop(consumer);
+                drop(done);
+            });
+        if spawned.is_ok() {
+            *lock(&self.closed.0) = Some((closed, deadline));
+        }
+    }
+}
+
+/// Waits, when dropped, for the close thread to finish, until the deadline at the most.
+#[derive(Default)]
+pub(super) struct CloseWait(Mutex<Option<(std::sync::mpsc::Receiver<()>, Instant)>>);
+
+impl Drop for CloseWait {
+    fn drop(&mut self) {
+        if let Some((closed, deadline)) = lock(&self.0).take() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = closed.recv_timeout(left) {
+                tracing::warn!("kafka_kit: the consumer did not close in time (an unreachable group coordinator?); closing in the background");
+            }
+        }
+    }
+}
