@@ -1,6 +1,7 @@
 //! Exactly-once on the embedded broker (or on `KAFKA_BOOTSTRAP_SERVERS` when it is set): the
 //! transactional producer's calls, errors injected into the transaction protocol, fencing, the
-//! `ExactlyOnce` pipeline end to end (fan-out, retries, dead letters), and its startup checks.
+//! `ExactlyOnce` pipeline end to end (fan-out, retries, dead letters), and its startup checks
+//! (static membership, durations).
 //!
 //! The embedded broker keeps aborted records visible and drops offsets committed in
 //! transactions, so these tests check the pipeline's counts and that every input has an output;
@@ -20,7 +21,7 @@ use common::eos::{
     skip_without_mock,
 };
 use kafka_kit::consumer::processing::{dead_letter_headers, RetryPolicy};
-use kafka_kit::consumer::{ConsumerRecord, Isolation};
+use kafka_kit::consumer::{Consumer, ConsumerRecord, Isolation};
 use kafka_kit::error::Recovery;
 use kafka_kit::headers::HeaderReader;
 use kafka_kit::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -763,4 +764,125 @@ async fn startup_checks_report_every_problem_at_once() -> anyhow::Result<()> {
         "{found:?}"
     );
     Ok(())
+}
+
+/// The value librdkafka holds for `name` in the consumer's client configuration (not what
+/// kafka-kit meant to set, what the client got); `None` when unset.
+fn client_setting(consumer: &Consumer, name: &str) -> Option<String> {
+    use kafka_kit::rdkafka::bindings as rd;
+    use kafka_kit::rdkafka::consumer::Consumer as _;
+    let name = std::ffi::CString::new(name).expect("no NUL in a property name");
+    let mut value = vec![0u8; 1024];
+    let mut size = value.len();
+    let client = consumer.rdkafka().client();
+    // SAFETY: `client` is alive for the whole block; `rd_kafka_conf` returns the configuration
+    // the client owns (not to be freed), and `rd_kafka_conf_get` writes at most `size` bytes,
+    // NUL-terminated, into `value`.
+    let result = unsafe {
+        let conf = rd::rd_kafka_conf(client.native_ptr());
+        rd::rd_kafka_conf_get(conf, name.as_ptr(), value.as_mut_ptr().cast(), &mut size)
+    };
+    if result != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
+        return None;
+    }
+    let value = std::ffi::CStr::from_bytes_until_nul(&value).ok()?;
+    Some(value.to_str().ok()?.to_owned()).filter(|v| !v.is_empty())
+}
+
+/// By default the pipeline's consumer is a static member of its group, with the transactional id
+/// as its `group.instance.id`: a restarted instance takes its old place at once instead of waiting
+/// for the dead member's session (or, killed in a rebalance, `max.poll.interval.ms`).
+/// `static_membership(false)` turns it off; a transactional id Kafka would refuse as an instance
+/// id is reported at `build()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_membership_is_the_default_and_can_be_turned_off() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let id = common::unique_topic("static-id");
+    let builder = || pipeline(&cluster, "static-in", "static-group", &id);
+
+    let default = builder()?.build()?;
+    let instance = client_setting(default.consumer(), "group.instance.id");
+    ensure!(
+        instance.as_deref() == Some(id.as_str()),
+        "group.instance.id is {instance:?}, not the transactional id {id:?}"
+    );
+    // The setting reached a real client: the group id is read back the same way.
+    ensure!(client_setting(default.consumer(), "group.id").as_deref() == Some("static-group"));
+    drop(default);
+
+    let dynamic = builder()?.static_membership(false).build()?;
+    let instance = client_setting(dynamic.consumer(), "group.instance.id");
+    ensure!(
+        instance.is_none(),
+        "opted out, yet group.instance.id is {instance:?}"
+    );
+    drop(dynamic);
+
+    // A group.instance.id of the configuration's own wins over the transactional id...
+    let config = cluster
+        .consumer_config()
+        .set("group.instance.id", "configured-instance")
+        .build()?;
+    let configured = ExactlyOnce::builder(&config)
+        .group_id("static-group")
+        .topics(["static-in"])
+        .transactional_id(&id)
+        .build()?;
+    let instance = client_setting(configured.consumer(), "group.instance.id");
+    ensure!(
+        instance.as_deref() == Some("configured-instance"),
+        "{instance:?}"
+    );
+    drop(configured);
+    // ...and contradicts an opt-out.
+    let refused = ExactlyOnce::builder(&config)
+        .group_id("static-group")
+        .topics(["static-in"])
+        .transactional_id(&id)
+        .static_membership(false)
+        .build();
+    ensure!(
+        config_problems(refused)? == ["group.instance.id"],
+        "static_membership(false) with a configured group.instance.id"
+    );
+
+    // Kafka's clients refuse instance ids outside a-z A-Z 0-9 . _ - (and longer than 249).
+    for bad in ["points processor/0", &"x".repeat(250)] {
+        let refused = pipeline(&cluster, "static-in", "static-group", bad)?.build();
+        let message = match &refused {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        ensure!(
+            config_problems(refused)? == ["group.instance.id"],
+            "transactional id {bad:?}"
+        );
+        ensure!(message.contains("static_membership(false)"), "{message}");
+        // Without static membership the same id is fine.
+        pipeline(&cluster, "static-in", "static-group", bad)?
+            .static_membership(false)
+            .build()?;
+    }
+    Ok(())
+}
+
+/// The properties of a refused build's problems, sorted; an error if it was not refused for its
+/// configuration.
+fn config_problems<T: std::fmt::Debug>(
+    result: kafka_kit::Result<T>,
+) -> anyhow::Result<Vec<String>> {
+    match result {
+        Ok(built) => bail!("built: {built:?}"),
+        Err(Error::Config(e)) => {
+            tracing::info!(error = %e, "refused");
+            let mut properties: Vec<String> = e
+                .problems()
+                .iter()
+                .map(|p| p.property().to_owned())
+                .collect();
+            properties.sort();
+            Ok(properties)
+        }
+        Err(e) => bail!("not a configuration error: {e}"),
+    }
 }
