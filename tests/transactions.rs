@@ -886,3 +886,147 @@ fn config_problems<T: std::fmt::Debug>(
         Err(e) => bail!("not a configuration error: {e}"),
     }
 }
+
+/// Zero durations are configuration errors naming their setting, reported with the other
+/// problems, before any client exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_durations_are_config_errors() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let builder = || pipeline(&cluster, "zero-in", "zero-group", "zero-id");
+    let found = config_problems(builder()?.commit_every(Duration::ZERO, 100).build())?;
+    ensure!(found == ["commit_interval"], "{found:?}");
+    let message = builder()?
+        .commit_every(Duration::ZERO, 100)
+        .build()
+        .err()
+        .context("built")?
+        .to_string();
+    ensure!(
+        message.contains("commit_interval") && message.contains("0s"),
+        "{message}"
+    );
+    // All at once, with the other problems.
+    let found = config_problems(
+        builder()?
+            .commit_every(Duration::ZERO, 0)
+            .init_timeout(Duration::ZERO)
+            .transaction_timeout(Duration::ZERO)
+            .build(),
+    )?;
+    ensure!(
+        found
+            == [
+                "commit_interval",
+                "init_timeout",
+                "max_records",
+                "transaction.timeout.ms"
+            ],
+        "{found:?}"
+    );
+    let config = cluster.config().build()?;
+    let found = config_problems(
+        TransactionalProducer::<()>::builder(&config, "zero-id")
+            .operation_timeout(Duration::ZERO)
+            .transaction_timeout(Duration::ZERO)
+            .build(),
+    )?;
+    ensure!(
+        found == ["operation_timeout", "transaction.timeout.ms"],
+        "{found:?}"
+    );
+    Ok(())
+}
+
+/// `Duration::MAX` as a timeout or an interval anywhere in the transaction API panics nowhere:
+/// librdkafka calls get no timeout, deadlines saturate, and a transaction timeout librdkafka
+/// cannot take is a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_max_never_panics() -> anyhow::Result<()> {
+    const N: usize = 12;
+    let cluster = cluster()?;
+    let (input, output) = (
+        common::unique_topic("max-in"),
+        common::unique_topic("max-out"),
+    );
+    cluster.create_topic(&input, 2).await?;
+    cluster.create_topic(&output, 2).await?;
+    produce_inputs(&cluster, &input, 0..N, 2).await?;
+
+    // The producer: every call with an unbounded timeout.
+    let config = cluster.config().build()?;
+    let producer: TransactionalProducer =
+        TransactionalProducer::builder(&config, common::unique_topic("max-id"))
+            .operation_timeout(Duration::MAX)
+            .queue_full_timeout(Duration::MAX)
+            .build()?;
+    producer.init(Duration::MAX).await?;
+    producer.begin()?;
+    producer
+        .send(
+            kafka_kit::producer::Record::to(&output)
+                .key("k")
+                .payload("aborted"),
+        )
+        .await?;
+    producer.abort().await?;
+    producer.begin()?;
+    producer
+        .send(
+            kafka_kit::producer::Record::to(&output)
+                .key("k")
+                .payload("committed"),
+        )
+        .await?;
+    producer.commit().await?;
+
+    // The pipeline: transactions close by count only; the shutdown commits the rest.
+    let eos = pipeline(
+        &cluster,
+        &input,
+        &common::unique_topic("max-group"),
+        &common::unique_topic("max-id"),
+    )?
+    .commit_every(Duration::MAX, 5)
+    .init_timeout(Duration::MAX)
+    .retry(RetryPolicy::attempts(3).max_backoff(Duration::MAX))
+    .build()?;
+    let progress = eos.progress();
+    let transformed = Arc::new(AtomicUsize::new(0));
+    let transform = {
+        let (transformed, output) = (transformed.clone(), output.clone());
+        move |record: Arc<ConsumerRecord>| {
+            transformed.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<_, String>(outputs_of(&record, &output, 1)))
+        }
+    };
+    let shutdown = {
+        let transformed = transformed.clone();
+        async move {
+            while transformed.load(Ordering::SeqCst) < N {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let stats = tokio::time::timeout(RUN_TIMEOUT, eos.run(transform, shutdown))
+        .await
+        .with_context(|| format!("not done: {:?}", progress.snapshot()))??;
+    ensure!(
+        stats.records_in == N as u64 && stats.records_out == N as u64,
+        "{stats:?}"
+    );
+
+    // librdkafka takes transaction.timeout.ms up to i32::MAX: refused, by name.
+    let found = config_problems(
+        TransactionalProducer::<()>::builder(&config, "max-id")
+            .transaction_timeout(Duration::MAX)
+            .build(),
+    )?;
+    ensure!(found == ["transaction.timeout.ms"], "{found:?}");
+    let found = config_problems(
+        pipeline(&cluster, &input, "max-group", "max-id")?
+            .transaction_timeout(Duration::MAX)
+            .build(),
+    )?;
+    ensure!(found == ["transaction.timeout.ms"], "{found:?}");
+    Ok(())
+}

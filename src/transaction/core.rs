@@ -165,7 +165,7 @@ impl<S: Source, K: Sink> Core<S, K> {
             let due = self
                 .batch
                 .as_ref()
-                .map(|b| b.began + self.settings.interval);
+                .map(|b| later(b.began, self.settings.interval));
             let revoke = self.source.revoke_started();
             let event = tokio::select! {
                 biased;
@@ -434,6 +434,15 @@ impl<S: Source, K: Sink> Core<S, K> {
             }
         }
     }
+}
+
+/// `after` past `at`, saturating: an interval of `Duration::MAX` is a deadline a century away
+/// (never, for a transaction), not an overflow panic.
+fn later(at: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(after)
+        .or_else(|| at.checked_add(CENTURY))
+        .unwrap_or(at)
 }
 
 #[derive(Clone, Copy)]
@@ -1394,5 +1403,47 @@ mod tests {
             strs(&["commit failed", "abort", "rewind in[0]=0"])
         );
         assert!(w.committed.is_empty() && w.offsets.is_empty());
+    }
+
+    /// `Duration::MAX` as the commit interval and as the backoff: no overflow. The interval
+    /// never comes due; the shutdown, or the end of the input, commits.
+    #[tokio::test(start_paused = true)]
+    async fn duration_max_interval_and_backoff_do_not_overflow() {
+        let shared = Shared::default();
+        let mut never = settings(100);
+        never.interval = Duration::MAX;
+        let (mut core, _) = new_core(fake_source(&shared, 1, 3, false), fake_sink(&shared), never);
+        core.run(one_each, tokio::time::sleep(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert_eq!(world(&shared).commit_times, [Duration::from_secs(1)]);
+        assert_exactly_once(&shared, 1, 3);
+
+        let shared = Shared::default();
+        let mut never = settings(100);
+        never.interval = Duration::MAX;
+        never.retry = RetryPolicy::attempts(3)
+            .backoff(Duration::MAX)
+            .max_backoff(Duration::MAX);
+        let (mut core, counters) =
+            new_core(fake_source(&shared, 1, 3, true), fake_sink(&shared), never);
+        core.run(failing_on(0, 1, 1), std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_exactly_once(&shared, 1, 3);
+        assert_eq!(
+            (count(&counters.aborted), count(&counters.committed)),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn deadlines_saturate() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_millis(100)),
+            now + Duration::from_millis(100)
+        );
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(50 * 365 * 24 * 3600));
     }
 }

@@ -211,10 +211,19 @@ impl ExactlyOnceBuilder {
             });
         }
         let instance_id = self.instance_id(transactional_id.as_deref(), &mut problems);
+        problems.extend(
+            [
+                ("commit_interval", Some(self.commit_interval)),
+                ("init_timeout", Some(self.init_timeout)),
+                ("transaction.timeout.ms", self.transaction_timeout),
+            ]
+            .into_iter()
+            .filter_map(|(setting, d)| Problem::zero_duration(setting, d?)),
+        );
         let session = millis_of(config, "session.timeout.ms").unwrap_or(45_000);
         let transaction = self
             .transaction_timeout
-            .map(|t| t.as_millis() as u64)
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
             .or_else(|| millis_of(config, "transaction.timeout.ms"));
         if let Some(transaction) = transaction.filter(|&t| t >= session) {
             problems.push(Problem::Conflict {
