@@ -550,6 +550,8 @@ mod tests {
         ends: bool,
         revoked: Arc<Notify>,
         turn: usize,
+        /// Errors the consumer reports, due once that many records were delivered.
+        errors: Vec<(usize, MakeError)>,
     }
 
     fn fake_source(shared: &Shared, partitions: i32, records: i64, ends: bool) -> FakeSource {
@@ -581,12 +583,19 @@ mod tests {
             ends,
             revoked: Arc::new(Notify::new()),
             turn: 0,
+            errors: Vec::new(),
         }
     }
 
     impl FakeSource {
         fn then(mut self, after: usize, happening: Happening) -> Self {
             self.happenings.push((after, happening));
+            self
+        }
+
+        /// Reports `error` once `after` records were delivered, before the next one.
+        fn erring(mut self, after: usize, error: MakeError) -> Self {
+            self.errors.push((after, error));
             self
         }
 
@@ -624,6 +633,18 @@ mod tests {
     impl Source for FakeSource {
         async fn next(&mut self) -> Option<Result<Arc<ConsumerRecord>>> {
             self.happen();
+            if let Some(i) = self
+                .errors
+                .iter()
+                .position(|(after, _)| *after == self.delivered)
+            {
+                let (_, error) = self.errors.remove(i);
+                let error = error();
+                world(&self.world)
+                    .calls
+                    .push(format!("consumer error: {error}"));
+                return Some(Err(error));
+            }
             let owned = world(&self.world).owned.clone();
             let readable: Vec<Tp> = self
                 .logs
@@ -1403,6 +1424,108 @@ mod tests {
             strs(&["commit failed", "abort", "rewind in[0]=0"])
         );
         assert!(w.committed.is_empty() && w.offsets.is_empty());
+    }
+
+    fn group_id_not_found() -> Error {
+        KafkaError::MessageConsumption(RDKafkaErrorCode::GroupIdNotFound).into()
+    }
+
+    fn panicked() -> Error {
+        Error::Panicked {
+            callback: "RebalanceListener::on_assigned",
+            message: "boom".into(),
+        }
+    }
+
+    fn consumption_fatal() -> Error {
+        KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal).into()
+    }
+
+    /// A consumer error that is not fatal (some brokers answer a committed-offset fetch for a new
+    /// group with GROUP_ID_NOT_FOUND) is logged and skipped, between transactions and inside one:
+    /// nothing aborts, everything commits.
+    #[tokio::test(start_paused = true)]
+    async fn non_fatal_consumer_errors_do_not_end_the_pipeline() {
+        assert!(!group_id_not_found().is_fatal());
+        let shared = Shared::default();
+        let source = fake_source(&shared, 1, 4, true)
+            .erring(0, group_id_not_found)
+            .erring(2, group_id_not_found);
+        let (mut core, counters) = new_core(source, fake_sink(&shared), settings(100));
+        core.run(one_each, std::future::pending::<()>())
+            .await
+            .unwrap();
+        let error = format!("consumer error: {}", group_id_not_found());
+        assert_eq!(
+            calls(&shared),
+            strs(&[
+                &error,
+                "begin",
+                "produce out-0-0",
+                "produce out-0-1",
+                &error,
+                "produce out-0-2",
+                "produce out-0-3",
+                "send_offsets in[0]=4",
+                "commit",
+            ])
+        );
+        assert_exactly_once(&shared, 1, 4);
+        assert_eq!(count(&counters.aborted), 0);
+    }
+
+    /// A panic in the consumer's callbacks (a rebalance hook, a checkpoint store), or a fatal
+    /// consumer error, ends the pipeline with that error: the open transaction is aborted, never
+    /// committed.
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_or_fatal_error_from_the_source_ends_the_pipeline() {
+        for make in [panicked as MakeError, consumption_fatal] {
+            // Inside a transaction: it aborts first.
+            let shared = Shared::default();
+            let source = fake_source(&shared, 1, 4, true).erring(2, make);
+            let (mut core, counters) = new_core(source, fake_sink(&shared), settings(100));
+            let error = core
+                .run(one_each, std::future::pending::<()>())
+                .await
+                .unwrap_err();
+            assert_eq!(error.to_string(), make().to_string());
+            assert!(error.stops_loops(), "{error:?}");
+            assert_eq!(
+                calls(&shared),
+                strs(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    &format!("consumer error: {}", make()),
+                    "abort",
+                    "rewind in[0]=0",
+                ])
+            );
+            {
+                let w = world(&shared);
+                assert!(w.committed.is_empty() && w.offsets.is_empty());
+                assert!(w.holds.values().all(|&n| n == 0), "{:?}", w.holds);
+            }
+            assert_eq!(count(&counters.committed), 0);
+
+            // Between transactions: it stops at once.
+            let shared = Shared::default();
+            let source = fake_source(&shared, 1, 4, true).erring(0, make);
+            let (mut core, _) = new_core(source, fake_sink(&shared), settings(100));
+            let error = core
+                .run(one_each, std::future::pending::<()>())
+                .await
+                .unwrap_err();
+            assert_eq!(error.to_string(), make().to_string());
+            assert_eq!(calls(&shared), [format!("consumer error: {}", make())]);
+        }
+        assert!(matches!(
+            panicked(),
+            Error::Panicked {
+                callback: "RebalanceListener::on_assigned",
+                ..
+            }
+        ));
     }
 
     /// `Duration::MAX` as the commit interval and as the backoff: no overflow. The interval
