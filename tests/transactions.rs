@@ -1030,3 +1030,44 @@ async fn duration_max_never_panics() -> anyhow::Result<()> {
     ensure!(found == ["transaction.timeout.ms"], "{found:?}");
     Ok(())
 }
+
+/// The read-back helper goes on after consumer errors that are not fatal: two of the embedded
+/// cluster's three brokers are down for the read's first two seconds (the consumer reports
+/// BrokerTransportFailure, then reconnects), and every record is still read. The helper used to
+/// stop at the first such error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_back_goes_on_after_non_fatal_errors() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let Some(mock) = cluster.mock() else {
+        skip_without_mock("read_back_goes_on_after_non_fatal_errors");
+        return Ok(());
+    };
+    let topic = common::unique_topic("readback");
+    cluster.create_topic(&topic, 3).await?;
+    produce_inputs(&cluster, &topic, 0..9, 3).await?;
+    for broker in 1..=2 {
+        mock.with_mock(move |m| m.broker_down(broker))??;
+    }
+    let up = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for broker in 1..=2 {
+            mock.with_mock(move |m| m.broker_up(broker))??;
+        }
+        anyhow::Ok(())
+    };
+    let (read, up) = tokio::join!(
+        read_until(
+            &cluster,
+            &topic,
+            Isolation::ReadUncommitted,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            |p| p.len() >= 9,
+        ),
+        up
+    );
+    up?;
+    let read = read?;
+    ensure!(read.len() == 9, "{read:?}");
+    Ok(())
+}
