@@ -1,6 +1,7 @@
 //! Exactly-once on the embedded broker (or on `KAFKA_BOOTSTRAP_SERVERS` when it is set): the
 //! transactional producer's calls, errors injected into the transaction protocol, fencing, the
-//! `ExactlyOnce` pipeline end to end (fan-out, retries, dead letters), and its startup checks.
+//! `ExactlyOnce` pipeline end to end (fan-out, retries, dead letters), and its startup checks
+//! (static membership, durations).
 //!
 //! The embedded broker keeps aborted records visible and drops offsets committed in
 //! transactions, so these tests check the pipeline's counts and that every input has an output;
@@ -20,7 +21,7 @@ use common::eos::{
     skip_without_mock,
 };
 use kafka_kit::consumer::processing::{dead_letter_headers, RetryPolicy};
-use kafka_kit::consumer::{ConsumerRecord, Isolation};
+use kafka_kit::consumer::{Consumer, ConsumerRecord, Isolation};
 use kafka_kit::error::Recovery;
 use kafka_kit::headers::HeaderReader;
 use kafka_kit::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -762,5 +763,311 @@ async fn startup_checks_report_every_problem_at_once() -> anyhow::Result<()> {
         found == ["group.id", "topics", "transactional.id"],
         "{found:?}"
     );
+    Ok(())
+}
+
+/// The value librdkafka holds for `name` in the consumer's client configuration (not what
+/// kafka-kit meant to set, what the client got); `None` when unset.
+fn client_setting(consumer: &Consumer, name: &str) -> Option<String> {
+    use kafka_kit::rdkafka::bindings as rd;
+    use kafka_kit::rdkafka::consumer::Consumer as _;
+    let name = std::ffi::CString::new(name).expect("no NUL in a property name");
+    let mut value = vec![0u8; 1024];
+    let mut size = value.len();
+    let client = consumer.rdkafka().client();
+    // SAFETY: `client` is alive for the whole block; `rd_kafka_conf` returns the configuration
+    // the client owns (not to be freed), and `rd_kafka_conf_get` writes at most `size` bytes,
+    // NUL-terminated, into `value`.
+    let result = unsafe {
+        let conf = rd::rd_kafka_conf(client.native_ptr());
+        rd::rd_kafka_conf_get(conf, name.as_ptr(), value.as_mut_ptr().cast(), &mut size)
+    };
+    if result != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
+        return None;
+    }
+    let value = std::ffi::CStr::from_bytes_until_nul(&value).ok()?;
+    Some(value.to_str().ok()?.to_owned()).filter(|v| !v.is_empty())
+}
+
+/// By default the pipeline's consumer is a static member of its group, with the transactional id
+/// as its `group.instance.id`: a restarted instance takes its old place at once instead of waiting
+/// for the dead member's session (or, killed in a rebalance, `max.poll.interval.ms`).
+/// `static_membership(false)` turns it off; a transactional id Kafka would refuse as an instance
+/// id is reported at `build()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_membership_is_the_default_and_can_be_turned_off() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let id = common::unique_topic("static-id");
+    let builder = || pipeline(&cluster, "static-in", "static-group", &id);
+
+    let default = builder()?.build()?;
+    let instance = client_setting(default.consumer(), "group.instance.id");
+    ensure!(
+        instance.as_deref() == Some(id.as_str()),
+        "group.instance.id is {instance:?}, not the transactional id {id:?}"
+    );
+    // The setting reached a real client: the group id is read back the same way.
+    ensure!(client_setting(default.consumer(), "group.id").as_deref() == Some("static-group"));
+    drop(default);
+
+    let dynamic = builder()?.static_membership(false).build()?;
+    let instance = client_setting(dynamic.consumer(), "group.instance.id");
+    ensure!(
+        instance.is_none(),
+        "opted out, yet group.instance.id is {instance:?}"
+    );
+    drop(dynamic);
+
+    // A group.instance.id of the configuration's own wins over the transactional id...
+    let config = cluster
+        .consumer_config()
+        .set("group.instance.id", "configured-instance")
+        .build()?;
+    let configured = ExactlyOnce::builder(&config)
+        .group_id("static-group")
+        .topics(["static-in"])
+        .transactional_id(&id)
+        .build()?;
+    let instance = client_setting(configured.consumer(), "group.instance.id");
+    ensure!(
+        instance.as_deref() == Some("configured-instance"),
+        "{instance:?}"
+    );
+    drop(configured);
+    // ...and contradicts an opt-out.
+    let refused = ExactlyOnce::builder(&config)
+        .group_id("static-group")
+        .topics(["static-in"])
+        .transactional_id(&id)
+        .static_membership(false)
+        .build();
+    ensure!(
+        config_problems(refused)? == ["group.instance.id"],
+        "static_membership(false) with a configured group.instance.id"
+    );
+
+    // Kafka's clients refuse instance ids outside a-z A-Z 0-9 . _ - (and longer than 249).
+    for bad in ["points processor/0", &"x".repeat(250)] {
+        let refused = pipeline(&cluster, "static-in", "static-group", bad)?.build();
+        let message = match &refused {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        ensure!(
+            config_problems(refused)? == ["group.instance.id"],
+            "transactional id {bad:?}"
+        );
+        ensure!(message.contains("static_membership(false)"), "{message}");
+        // Without static membership the same id is fine.
+        pipeline(&cluster, "static-in", "static-group", bad)?
+            .static_membership(false)
+            .build()?;
+    }
+    Ok(())
+}
+
+/// The properties of a refused build's problems, sorted; an error if it was not refused for its
+/// configuration.
+fn config_problems<T: std::fmt::Debug>(
+    result: kafka_kit::Result<T>,
+) -> anyhow::Result<Vec<String>> {
+    match result {
+        Ok(built) => bail!("built: {built:?}"),
+        Err(Error::Config(e)) => {
+            tracing::info!(error = %e, "refused");
+            let mut properties: Vec<String> = e
+                .problems()
+                .iter()
+                .map(|p| p.property().to_owned())
+                .collect();
+            properties.sort();
+            Ok(properties)
+        }
+        Err(e) => bail!("not a configuration error: {e}"),
+    }
+}
+
+/// Zero durations are configuration errors naming their setting, reported with the other
+/// problems, before any client exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_durations_are_config_errors() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let builder = || pipeline(&cluster, "zero-in", "zero-group", "zero-id");
+    let found = config_problems(builder()?.commit_every(Duration::ZERO, 100).build())?;
+    ensure!(found == ["commit_interval"], "{found:?}");
+    let message = builder()?
+        .commit_every(Duration::ZERO, 100)
+        .build()
+        .err()
+        .context("built")?
+        .to_string();
+    ensure!(
+        message.contains("commit_interval") && message.contains("0s"),
+        "{message}"
+    );
+    // All at once, with the other problems.
+    let found = config_problems(
+        builder()?
+            .commit_every(Duration::ZERO, 0)
+            .init_timeout(Duration::ZERO)
+            .transaction_timeout(Duration::ZERO)
+            .build(),
+    )?;
+    ensure!(
+        found
+            == [
+                "commit_interval",
+                "init_timeout",
+                "max_records",
+                "transaction.timeout.ms"
+            ],
+        "{found:?}"
+    );
+    let config = cluster.config().build()?;
+    let found = config_problems(
+        TransactionalProducer::<()>::builder(&config, "zero-id")
+            .operation_timeout(Duration::ZERO)
+            .transaction_timeout(Duration::ZERO)
+            .build(),
+    )?;
+    ensure!(
+        found == ["operation_timeout", "transaction.timeout.ms"],
+        "{found:?}"
+    );
+    Ok(())
+}
+
+/// `Duration::MAX` as a timeout or an interval anywhere in the transaction API panics nowhere:
+/// librdkafka calls get no timeout, deadlines saturate, and a transaction timeout librdkafka
+/// cannot take is a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_max_never_panics() -> anyhow::Result<()> {
+    const N: usize = 12;
+    let cluster = cluster()?;
+    let (input, output) = (
+        common::unique_topic("max-in"),
+        common::unique_topic("max-out"),
+    );
+    cluster.create_topic(&input, 2).await?;
+    cluster.create_topic(&output, 2).await?;
+    produce_inputs(&cluster, &input, 0..N, 2).await?;
+
+    // The producer: every call with an unbounded timeout.
+    let config = cluster.config().build()?;
+    let producer: TransactionalProducer =
+        TransactionalProducer::builder(&config, common::unique_topic("max-id"))
+            .operation_timeout(Duration::MAX)
+            .queue_full_timeout(Duration::MAX)
+            .build()?;
+    producer.init(Duration::MAX).await?;
+    producer.begin()?;
+    producer
+        .send(
+            kafka_kit::producer::Record::to(&output)
+                .key("k")
+                .payload("aborted"),
+        )
+        .await?;
+    producer.abort().await?;
+    producer.begin()?;
+    producer
+        .send(
+            kafka_kit::producer::Record::to(&output)
+                .key("k")
+                .payload("committed"),
+        )
+        .await?;
+    producer.commit().await?;
+
+    // The pipeline: transactions close by count only; the shutdown commits the rest.
+    let eos = pipeline(
+        &cluster,
+        &input,
+        &common::unique_topic("max-group"),
+        &common::unique_topic("max-id"),
+    )?
+    .commit_every(Duration::MAX, 5)
+    .init_timeout(Duration::MAX)
+    .retry(RetryPolicy::attempts(3).max_backoff(Duration::MAX))
+    .build()?;
+    let progress = eos.progress();
+    let transformed = Arc::new(AtomicUsize::new(0));
+    let transform = {
+        let (transformed, output) = (transformed.clone(), output.clone());
+        move |record: Arc<ConsumerRecord>| {
+            transformed.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<_, String>(outputs_of(&record, &output, 1)))
+        }
+    };
+    let shutdown = {
+        let transformed = transformed.clone();
+        async move {
+            while transformed.load(Ordering::SeqCst) < N {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let stats = tokio::time::timeout(RUN_TIMEOUT, eos.run(transform, shutdown))
+        .await
+        .with_context(|| format!("not done: {:?}", progress.snapshot()))??;
+    ensure!(
+        stats.records_in == N as u64 && stats.records_out == N as u64,
+        "{stats:?}"
+    );
+
+    // librdkafka takes transaction.timeout.ms up to i32::MAX: refused, by name.
+    let found = config_problems(
+        TransactionalProducer::<()>::builder(&config, "max-id")
+            .transaction_timeout(Duration::MAX)
+            .build(),
+    )?;
+    ensure!(found == ["transaction.timeout.ms"], "{found:?}");
+    let found = config_problems(
+        pipeline(&cluster, &input, "max-group", "max-id")?
+            .transaction_timeout(Duration::MAX)
+            .build(),
+    )?;
+    ensure!(found == ["transaction.timeout.ms"], "{found:?}");
+    Ok(())
+}
+
+/// The read-back helper goes on after consumer errors that are not fatal: two of the embedded
+/// cluster's three brokers are down for the read's first two seconds (the consumer reports
+/// BrokerTransportFailure, then reconnects), and every record is still read. The helper used to
+/// stop at the first such error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_back_goes_on_after_non_fatal_errors() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let Some(mock) = cluster.mock() else {
+        skip_without_mock("read_back_goes_on_after_non_fatal_errors");
+        return Ok(());
+    };
+    let topic = common::unique_topic("readback");
+    cluster.create_topic(&topic, 3).await?;
+    produce_inputs(&cluster, &topic, 0..9, 3).await?;
+    for broker in 1..=2 {
+        mock.with_mock(move |m| m.broker_down(broker))??;
+    }
+    let up = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for broker in 1..=2 {
+            mock.with_mock(move |m| m.broker_up(broker))??;
+        }
+        anyhow::Ok(())
+    };
+    let (read, up) = tokio::join!(
+        read_until(
+            &cluster,
+            &topic,
+            Isolation::ReadUncommitted,
+            Duration::from_secs(30),
+            Duration::ZERO,
+            |p| p.len() >= 9,
+        ),
+        up
+    );
+    up?;
+    let read = read?;
+    ensure!(read.len() == 9, "{read:?}");
     Ok(())
 }

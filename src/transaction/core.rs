@@ -165,7 +165,7 @@ impl<S: Source, K: Sink> Core<S, K> {
             let due = self
                 .batch
                 .as_ref()
-                .map(|b| b.began + self.settings.interval);
+                .map(|b| later(b.began, self.settings.interval));
             let revoke = self.source.revoke_started();
             let event = tokio::select! {
                 biased;
@@ -436,6 +436,15 @@ impl<S: Source, K: Sink> Core<S, K> {
     }
 }
 
+/// `after` past `at`, saturating: an interval of `Duration::MAX` is a deadline a century away
+/// (never, for a transaction), not an overflow panic.
+fn later(at: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(after)
+        .or_else(|| at.checked_add(CENTURY))
+        .unwrap_or(at)
+}
+
 #[derive(Clone, Copy)]
 enum Call<'a> {
     SendOffsets(&'a CommitOffsets),
@@ -541,6 +550,8 @@ mod tests {
         ends: bool,
         revoked: Arc<Notify>,
         turn: usize,
+        /// Errors the consumer reports, due once that many records were delivered.
+        errors: Vec<(usize, MakeError)>,
     }
 
     fn fake_source(shared: &Shared, partitions: i32, records: i64, ends: bool) -> FakeSource {
@@ -572,12 +583,19 @@ mod tests {
             ends,
             revoked: Arc::new(Notify::new()),
             turn: 0,
+            errors: Vec::new(),
         }
     }
 
     impl FakeSource {
         fn then(mut self, after: usize, happening: Happening) -> Self {
             self.happenings.push((after, happening));
+            self
+        }
+
+        /// Reports `error` once `after` records were delivered, before the next one.
+        fn erring(mut self, after: usize, error: MakeError) -> Self {
+            self.errors.push((after, error));
             self
         }
 
@@ -615,6 +633,18 @@ mod tests {
     impl Source for FakeSource {
         async fn next(&mut self) -> Option<Result<Arc<ConsumerRecord>>> {
             self.happen();
+            if let Some(i) = self
+                .errors
+                .iter()
+                .position(|(after, _)| *after == self.delivered)
+            {
+                let (_, error) = self.errors.remove(i);
+                let error = error();
+                world(&self.world)
+                    .calls
+                    .push(format!("consumer error: {error}"));
+                return Some(Err(error));
+            }
             let owned = world(&self.world).owned.clone();
             let readable: Vec<Tp> = self
                 .logs
@@ -1394,5 +1424,149 @@ mod tests {
             strs(&["commit failed", "abort", "rewind in[0]=0"])
         );
         assert!(w.committed.is_empty() && w.offsets.is_empty());
+    }
+
+    fn group_id_not_found() -> Error {
+        KafkaError::MessageConsumption(RDKafkaErrorCode::GroupIdNotFound).into()
+    }
+
+    fn panicked() -> Error {
+        Error::Panicked {
+            callback: "RebalanceListener::on_assigned",
+            message: "boom".into(),
+        }
+    }
+
+    fn consumption_fatal() -> Error {
+        KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal).into()
+    }
+
+    /// A consumer error that is not fatal (some brokers answer a committed-offset fetch for a new
+    /// group with GROUP_ID_NOT_FOUND) is logged and skipped, between transactions and inside one:
+    /// nothing aborts, everything commits.
+    #[tokio::test(start_paused = true)]
+    async fn non_fatal_consumer_errors_do_not_end_the_pipeline() {
+        assert!(!group_id_not_found().is_fatal());
+        let shared = Shared::default();
+        let source = fake_source(&shared, 1, 4, true)
+            .erring(0, group_id_not_found)
+            .erring(2, group_id_not_found);
+        let (mut core, counters) = new_core(source, fake_sink(&shared), settings(100));
+        core.run(one_each, std::future::pending::<()>())
+            .await
+            .unwrap();
+        let error = format!("consumer error: {}", group_id_not_found());
+        assert_eq!(
+            calls(&shared),
+            strs(&[
+                &error,
+                "begin",
+                "produce out-0-0",
+                "produce out-0-1",
+                &error,
+                "produce out-0-2",
+                "produce out-0-3",
+                "send_offsets in[0]=4",
+                "commit",
+            ])
+        );
+        assert_exactly_once(&shared, 1, 4);
+        assert_eq!(count(&counters.aborted), 0);
+    }
+
+    /// A panic in the consumer's callbacks (a rebalance hook, a checkpoint store), or a fatal
+    /// consumer error, ends the pipeline with that error: the open transaction is aborted, never
+    /// committed.
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_or_fatal_error_from_the_source_ends_the_pipeline() {
+        for make in [panicked as MakeError, consumption_fatal] {
+            // Inside a transaction: it aborts first.
+            let shared = Shared::default();
+            let source = fake_source(&shared, 1, 4, true).erring(2, make);
+            let (mut core, counters) = new_core(source, fake_sink(&shared), settings(100));
+            let error = core
+                .run(one_each, std::future::pending::<()>())
+                .await
+                .unwrap_err();
+            assert_eq!(error.to_string(), make().to_string());
+            assert!(error.stops_loops(), "{error:?}");
+            assert_eq!(
+                calls(&shared),
+                strs(&[
+                    "begin",
+                    "produce out-0-0",
+                    "produce out-0-1",
+                    &format!("consumer error: {}", make()),
+                    "abort",
+                    "rewind in[0]=0",
+                ])
+            );
+            {
+                let w = world(&shared);
+                assert!(w.committed.is_empty() && w.offsets.is_empty());
+                assert!(w.holds.values().all(|&n| n == 0), "{:?}", w.holds);
+            }
+            assert_eq!(count(&counters.committed), 0);
+
+            // Between transactions: it stops at once.
+            let shared = Shared::default();
+            let source = fake_source(&shared, 1, 4, true).erring(0, make);
+            let (mut core, _) = new_core(source, fake_sink(&shared), settings(100));
+            let error = core
+                .run(one_each, std::future::pending::<()>())
+                .await
+                .unwrap_err();
+            assert_eq!(error.to_string(), make().to_string());
+            assert_eq!(calls(&shared), [format!("consumer error: {}", make())]);
+        }
+        assert!(matches!(
+            panicked(),
+            Error::Panicked {
+                callback: "RebalanceListener::on_assigned",
+                ..
+            }
+        ));
+    }
+
+    /// `Duration::MAX` as the commit interval and as the backoff: no overflow. The interval
+    /// never comes due; the shutdown, or the end of the input, commits.
+    #[tokio::test(start_paused = true)]
+    async fn duration_max_interval_and_backoff_do_not_overflow() {
+        let shared = Shared::default();
+        let mut never = settings(100);
+        never.interval = Duration::MAX;
+        let (mut core, _) = new_core(fake_source(&shared, 1, 3, false), fake_sink(&shared), never);
+        core.run(one_each, tokio::time::sleep(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        assert_eq!(world(&shared).commit_times, [Duration::from_secs(1)]);
+        assert_exactly_once(&shared, 1, 3);
+
+        let shared = Shared::default();
+        let mut never = settings(100);
+        never.interval = Duration::MAX;
+        never.retry = RetryPolicy::attempts(3)
+            .backoff(Duration::MAX)
+            .max_backoff(Duration::MAX);
+        let (mut core, counters) =
+            new_core(fake_source(&shared, 1, 3, true), fake_sink(&shared), never);
+        core.run(failing_on(0, 1, 1), std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_exactly_once(&shared, 1, 3);
+        assert_eq!(
+            (count(&counters.aborted), count(&counters.committed)),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn deadlines_saturate() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_millis(100)),
+            now + Duration::from_millis(100)
+        );
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(50 * 365 * 24 * 3600));
     }
 }

@@ -61,6 +61,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::producer::Producer as _;
+use rdkafka::util::Timeout;
 use serde::Serialize;
 
 use crate::config::{ConfigError, KafkaConfig, Problem};
@@ -104,7 +105,8 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
         self
     }
 
-    /// How long `send_offsets`, `commit` and `abort` wait for the broker (default 60 s).
+    /// How long `send_offsets`, `commit` and `abort` wait for the broker (default 60 s). 24.8
+    /// days (librdkafka's limit) or more, `Duration::MAX` included, means no timeout.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self
@@ -116,7 +118,8 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
         self
     }
 
-    /// How long a send waits for room in a full local queue (default 30 s).
+    /// How long a send waits for room in a full local queue (default 30 s). `Duration::MAX`
+    /// means as long as it takes.
     pub fn queue_full_timeout(mut self, timeout: Duration) -> Self {
         self.queue_full_timeout = timeout;
         self
@@ -130,6 +133,26 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
             problems.push(Problem::Missing {
                 property: "transactional.id".into(),
                 reason: "a transactional producer needs an id that stays the same across restarts"
+                    .into(),
+            });
+        }
+        problems.extend(
+            [
+                ("transaction.timeout.ms", self.transaction_timeout),
+                ("operation_timeout", Some(self.operation_timeout)),
+            ]
+            .into_iter()
+            .filter_map(|(setting, d)| Problem::zero_duration(setting, d?)),
+        );
+        if let Some(timeout) = self
+            .transaction_timeout
+            .filter(|t| t.as_millis() > i32::MAX as u128)
+        {
+            problems.push(Problem::InvalidValue {
+                property: "transaction.timeout.ms".into(),
+                value: format!("{timeout:?}"),
+                reason: "librdkafka takes at most 2147483647 ms (24.8 days), and the broker's \
+                         transaction.max.timeout.ms is 15 minutes by default"
                     .into(),
             });
         }
@@ -156,7 +179,8 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
         let config = self.config.with(extra)?;
         let producer = Producer::builder(&config)
             .partitioning(self.partitioning)
-            .queue_full_timeout(self.queue_full_timeout)
+            // The producer adds it to `Instant::now()`: keep that sum within range.
+            .queue_full_timeout(self.queue_full_timeout.min(NO_TIMEOUT))
             .build()?;
         Ok(TransactionalProducer {
             producer,
@@ -166,6 +190,22 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
                 fatal: Mutex::new(None),
             }),
         })
+    }
+}
+
+/// A timeout long enough to mean "none": a century.
+const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `timeout` for a librdkafka call. rdkafka hands librdkafka a `Duration` as `i32` milliseconds
+/// by a truncating cast (25 days become a negative number, which librdkafka reads as "no
+/// timeout" or as one already passed), and its `commit_transaction` adds the timeout to
+/// `Instant::now()`, which panics for `Duration::MAX`. From `i32::MAX` milliseconds (24.8 days)
+/// up, it is no timeout at all.
+fn librdkafka_timeout(timeout: Duration) -> Timeout {
+    if timeout.as_millis() >= i32::MAX as u128 {
+        Timeout::Never
+    } else {
+        Timeout::After(timeout)
     }
 }
 
@@ -254,10 +294,11 @@ impl<C: Send + 'static> TransactionalProducer<C> {
 
     /// Registers the id with the transaction coordinator, fencing any older instance with the
     /// same id and aborting the transaction it left open. Call it once, before the first
-    /// [`begin`](Self::begin); it is safe to call again after a retriable error.
+    /// [`begin`](Self::begin); it is safe to call again after a retriable error. A `timeout` of
+    /// 24.8 days or more (`Duration::MAX` included) means none.
     pub async fn init(&self, timeout: Duration) -> Result<()> {
         self.check()?;
-        let producer = self.producer.clone();
+        let (producer, timeout) = (self.producer.clone(), librdkafka_timeout(timeout));
         let result =
             crate::blocking(move || Ok(producer.rdkafka().init_transactions(timeout)?)).await;
         if result.is_ok() {
@@ -298,7 +339,7 @@ impl<C: Send + 'static> TransactionalProducer<C> {
         let (producer, list, timeout) = (
             self.producer.clone(),
             offsets.to_list(),
-            self.state.operation_timeout,
+            librdkafka_timeout(self.state.operation_timeout),
         );
         let result = crate::blocking(move || {
             Ok(producer
@@ -314,7 +355,10 @@ impl<C: Send + 'static> TransactionalProducer<C> {
     /// [`Recovery::Abort`](crate::error::Recovery::Abort), [`abort`](Self::abort).
     pub async fn commit(&self) -> Result<()> {
         self.check()?;
-        let (producer, timeout) = (self.producer.clone(), self.state.operation_timeout);
+        let (producer, timeout) = (
+            self.producer.clone(),
+            librdkafka_timeout(self.state.operation_timeout),
+        );
         let result =
             crate::blocking(move || Ok(producer.rdkafka().commit_transaction(timeout)?)).await;
         self.note(result)
@@ -324,7 +368,10 @@ impl<C: Send + 'static> TransactionalProducer<C> {
     /// and its offsets are not committed. Messages still queued fail with a purge error.
     pub async fn abort(&self) -> Result<()> {
         self.check()?;
-        let (producer, timeout) = (self.producer.clone(), self.state.operation_timeout);
+        let (producer, timeout) = (
+            self.producer.clone(),
+            librdkafka_timeout(self.state.operation_timeout),
+        );
         let result =
             crate::blocking(move || Ok(producer.rdkafka().abort_transaction(timeout)?)).await;
         self.note(result)
@@ -439,6 +486,26 @@ impl<C: Send + 'static> TransactionalProducer<C> {
             tracing::error!(transactional_id = %self.state.transactional_id, error = %error,
                 "kafka_kit: transactional producer hit a fatal error and can no longer be used");
             lock(&self.state.fatal).get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_timeouts_mean_none_for_librdkafka() {
+        let second = Duration::from_secs(1);
+        assert_eq!(librdkafka_timeout(second), Timeout::After(second));
+        let limit = Duration::from_millis(i32::MAX as u64);
+        assert_eq!(
+            librdkafka_timeout(limit - Duration::from_millis(1)),
+            Timeout::After(limit - Duration::from_millis(1))
+        );
+        // 25 days: rdkafka's cast would make it negative.
+        for long in [limit, Duration::from_secs(25 * 24 * 3600), Duration::MAX] {
+            assert_eq!(librdkafka_timeout(long), Timeout::Never, "{long:?}");
         }
     }
 }

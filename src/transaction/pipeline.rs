@@ -34,6 +34,7 @@ pub struct ExactlyOnceBuilder {
     init_timeout: Duration,
     partitioning: Partitioning,
     buffer: usize,
+    static_membership: bool,
 }
 
 impl fmt::Debug for ExactlyOnceBuilder {
@@ -46,6 +47,7 @@ impl fmt::Debug for ExactlyOnceBuilder {
             .field("commit_interval", &self.commit_interval)
             .field("max_records", &self.max_records)
             .field("dead_letter", &self.dead_letter)
+            .field("static_membership", &self.static_membership)
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +67,9 @@ impl ExactlyOnceBuilder {
 
     /// The producer's `transactional.id` (required): stable across restarts of this instance,
     /// distinct between instances. A restarted instance fences the old one and aborts what it
-    /// left open.
+    /// left open. It is also the consumer's `group.instance.id` unless
+    /// [`static_membership`](Self::static_membership) is turned off, so by default it may only
+    /// hold the characters Kafka allows there: up to 249 of `a-z`, `A-Z`, `0-9`, `.`, `_`, `-`.
     pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
         self.transactional_id = Some(id.into());
         self
@@ -132,6 +136,32 @@ impl ExactlyOnceBuilder {
         self
     }
 
+    /// Static group membership (on by default): the consumer joins its group with the
+    /// transactional id as its `group.instance.id`. A transactional id already has to be unique
+    /// to one instance and stable across its restarts (two live instances with one id fence each
+    /// other), which is exactly what an instance id must be.
+    ///
+    /// What each choice costs in recovery time after a crash (SIGKILL, an OOM kill, a lost
+    /// machine), with Kafka's defaults:
+    ///
+    /// - **Static (`true`, the default).** The restarted instance takes its old place in the
+    ///   group at once, with its old partitions, without waiting for the dead member's session
+    ///   to expire. The cost: a member never leaves the group by itself, not even at a clean
+    ///   shutdown, so an instance that went away for good (scaled down, moved to another id)
+    ///   holds its partitions, unread, until `session.timeout.ms` (45 s) passes.
+    /// - **Dynamic (`false`).** A restarted instance is a new member. A member killed during a
+    ///   rebalance holds the whole group up for as long as `max.poll.interval.ms` (300 s); one
+    ///   killed at any other time holds its partitions until `session.timeout.ms` (45 s). A
+    ///   clean shutdown leaves the group at once.
+    ///
+    /// Static membership needs Kafka 2.3 or later. A `group.instance.id` set in the
+    /// configuration is used instead of the transactional id; with `static_membership(false)`
+    /// such a setting is refused by [`build`](Self::build).
+    pub fn static_membership(mut self, enabled: bool) -> Self {
+        self.static_membership = enabled;
+        self
+    }
+
     /// Checks the settings, reporting every one that breaks exactly-once at once, then creates
     /// the consumer and the producer.
     pub fn build(self) -> Result<ExactlyOnce> {
@@ -152,7 +182,8 @@ impl ExactlyOnceBuilder {
         let transactional_id = self
             .transactional_id
             .clone()
-            .or_else(|| config.get("transactional.id").map(str::to_owned));
+            .or_else(|| config.get("transactional.id").map(str::to_owned))
+            .filter(|id| !id.trim().is_empty());
         if transactional_id.is_none() {
             problems.push(Problem::Missing {
                 property: "transactional.id".into(),
@@ -179,10 +210,20 @@ impl ExactlyOnceBuilder {
                 ),
             });
         }
+        let instance_id = self.instance_id(transactional_id.as_deref(), &mut problems);
+        problems.extend(
+            [
+                ("commit_interval", Some(self.commit_interval)),
+                ("init_timeout", Some(self.init_timeout)),
+                ("transaction.timeout.ms", self.transaction_timeout),
+            ]
+            .into_iter()
+            .filter_map(|(setting, d)| Problem::zero_duration(setting, d?)),
+        );
         let session = millis_of(config, "session.timeout.ms").unwrap_or(45_000);
         let transaction = self
             .transaction_timeout
-            .map(|t| t.as_millis() as u64)
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
             .or_else(|| millis_of(config, "transaction.timeout.ms"));
         if let Some(transaction) = transaction.filter(|&t| t >= session) {
             problems.push(Problem::Conflict {
@@ -215,6 +256,9 @@ impl ExactlyOnceBuilder {
         if let Some(group) = &self.group_id {
             consumer = consumer.group_id(group.clone());
         }
+        if let Some(id) = instance_id {
+            consumer = consumer.instance_id(id);
+        }
         let consumer = consumer.build()?;
         let producer = TransactionalProducer::builder(config, transactional_id.unwrap_or_default())
             .transaction_timeout(Duration::from_millis(transaction))
@@ -233,6 +277,72 @@ impl ExactlyOnceBuilder {
             init_timeout: self.init_timeout,
             counters: Arc::default(),
         })
+    }
+}
+
+impl ExactlyOnceBuilder {
+    /// The `group.instance.id` to give the consumer: the transactional id, under static
+    /// membership, unless the configuration sets one itself (then `None`: the configuration's
+    /// is used). Adds a problem for an id Kafka would refuse, and for a configured one that
+    /// contradicts `static_membership(false)`.
+    fn instance_id(
+        &self,
+        transactional_id: Option<&str>,
+        problems: &mut Vec<Problem>,
+    ) -> Option<String> {
+        let configured = self.config.get("group.instance.id");
+        if !self.static_membership {
+            if configured.is_some() {
+                problems.push(Problem::Conflict {
+                    property: "group.instance.id".into(),
+                    reason: "static_membership(false) asks for dynamic membership; remove \
+                             group.instance.id from the configuration, or keep static membership"
+                        .into(),
+                });
+            }
+            return None;
+        }
+        if configured.is_some() {
+            return None;
+        }
+        let id = transactional_id?;
+        if let Err(reason) = check_instance_id(id) {
+            problems.push(Problem::InvalidValue {
+                property: "group.instance.id".into(),
+                value: id.to_owned(),
+                reason: format!(
+                    "static membership uses the transactional id as the consumer's \
+                     group.instance.id, and {reason}; choose a transactional id that fits, or \
+                     opt out with static_membership(false)"
+                ),
+            });
+            return None;
+        }
+        Some(id.to_owned())
+    }
+}
+
+/// Kafka's rule for a `group.instance.id` (the one for topic names, which its clients check):
+/// 1 to 249 characters of `a-z`, `A-Z`, `0-9`, `.`, `_` and `-`, and not `.` or `..`.
+fn check_instance_id(id: &str) -> std::result::Result<(), String> {
+    const MAX: usize = 249;
+    if id.is_empty() || id == "." || id == ".." {
+        return Err(format!("Kafka refuses {id:?} as one"));
+    }
+    if id.len() > MAX {
+        return Err(format!(
+            "Kafka allows at most {MAX} characters there, not {}",
+            id.len()
+        ));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "Kafka allows only a-z, A-Z, 0-9, '.', '_' and '-' there, not {c:?}"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -261,6 +371,21 @@ fn millis_of(config: &KafkaConfig, property: &str) -> Option<u64> {
 ///
 /// The transform may run more than once for an input (after an abort): keep it free of side
 /// effects outside Kafka, or make those idempotent.
+///
+/// # Restarts: static membership
+///
+/// By default the consumer is a static member of its group, with the transactional id as its
+/// `group.instance.id` (see [`ExactlyOnceBuilder::static_membership`]). Transactional ids are
+/// already unique per instance and stable across its restarts, which is what an instance id must
+/// be. What that changes after a crash (SIGKILL, an OOM kill), with Kafka's defaults:
+///
+/// | | restarted with the same id | gone for good |
+/// |---|---|---|
+/// | static (default) | takes its old place and partitions at once | holds its partitions until `session.timeout.ms` (45 s), even after a clean shutdown |
+/// | dynamic (`static_membership(false)`) | waits until `session.timeout.ms` (45 s) for the dead member; up to `max.poll.interval.ms` (300 s) if it died during a rebalance | the same, after a crash; nothing after a clean shutdown |
+///
+/// Either way the restarted producer fences the old one and aborts the transaction it left open,
+/// so nothing is committed twice.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -380,6 +505,7 @@ impl ExactlyOnce {
             init_timeout: Duration::from_secs(30),
             partitioning: Partitioning::default(),
             buffer: 8192,
+            static_membership: true,
         }
     }
 

@@ -107,6 +107,11 @@ pub fn pipeline(
 /// Reads `topic` from the start of every partition with `isolation` (no consumer group) until
 /// `done` is true of the payloads read, then `settle` longer (to catch any extra record), or until
 /// `timeout` has passed; returns the payloads.
+///
+/// A consumer error that is not fatal is logged and skipped: some brokers answer a
+/// committed-offset fetch for a group that does not exist yet with GROUP_ID_NOT_FOUND, and a
+/// broker down for a moment gives transport errors. A fatal error, or a panic in the consumer's
+/// callbacks, ends the read with that error.
 pub async fn read_until(
     cluster: &TestCluster,
     topic: &str,
@@ -136,13 +141,23 @@ pub async fn read_until(
         }
         match tokio::time::timeout(left, consumer.recv()).await {
             Err(_) | Ok(None) => break,
-            Ok(Some(record)) => {
-                payloads.push(String::from_utf8_lossy(record?.payload().unwrap_or_default()).into())
+            Ok(Some(Ok(record))) => {
+                payloads.push(String::from_utf8_lossy(record.payload().unwrap_or_default()).into())
+            }
+            Ok(Some(Err(e))) if stops_reading(&e) => return Err(e.into()),
+            Ok(Some(Err(e))) => {
+                tracing::warn!(topic, error = %e, "read-back: consumer error; going on");
             }
         }
     }
     consumer.close().await?;
     Ok(payloads)
+}
+
+/// Whether a consumer error ends a read: a fatal one, or a panic in the consumer's callbacks.
+/// Others (GROUP_ID_NOT_FOUND, a broker going down for a moment) the consumer recovers from.
+pub fn stops_reading(error: &Error) -> bool {
+    error.is_fatal() || matches!(error, Error::Panicked { .. })
 }
 
 /// How many outputs each input has among `payloads`.
