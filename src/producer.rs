@@ -64,7 +64,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -535,10 +534,8 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
             Completion::Callback(context, callback) => {
                 let result = with_context(outcome(result), context);
                 // A panicking callback must not kill the polling thread, which serves every
-                // other message's report.
-                if panic::catch_unwind(AssertUnwindSafe(|| callback(result))).is_err() {
-                    tracing::error!("kafka_kit: a delivery callback panicked");
-                }
+                // other message's report. The panic is logged, with its message, as an error.
+                let _ = crate::error::catch_panic("a delivery callback", || callback(result));
             }
         }
     }
