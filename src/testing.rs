@@ -252,7 +252,7 @@ impl TestCluster {
                 }
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = crate::deadline(Duration::from_secs(30));
         while self.partition_count(topic).await.is_err() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -279,8 +279,8 @@ impl TestCluster {
     }
 
     /// Reads a topic from the beginning of every partition, without a consumer group, until
-    /// `count` messages have arrived or `timeout` has passed; returns what arrived. Tests use it
-    /// to check what the broker really holds.
+    /// `count` messages have arrived or `timeout` has passed (`Duration::MAX`: no deadline);
+    /// returns what arrived. Tests use it to check what the broker really holds.
     pub async fn read_topic(
         &self,
         topic: &str,
@@ -300,7 +300,7 @@ impl TestCluster {
                 assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
             }
             consumer.assign(&assignment)?;
-            let deadline = Instant::now() + timeout;
+            let deadline = crate::deadline(timeout);
             let mut messages = Vec::with_capacity(count);
             while messages.len() < count && Instant::now() < deadline {
                 match consumer.poll(Duration::from_millis(100)) {

@@ -171,3 +171,97 @@ async fn bad_producer_config_is_a_typed_error() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `Duration::MAX` means "no deadline" everywhere a producer takes a timeout: building, sending
+/// into a full queue, flushing, closing and dropping never panic on an overflowing deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_max_means_no_deadline() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("duration-max");
+    cluster.create_topic(&topic, 1).await?;
+    // One message fills the queue, and a linger keeps it there for a while.
+    let config = cluster
+        .config()
+        .set("queue.buffering.max.messages", "1")
+        .linger(Duration::from_millis(300))
+        .build()?;
+    let producer: Producer = Producer::builder(&config)
+        .queue_full_timeout(Duration::MAX)
+        .close_timeout(Duration::MAX)
+        .build()?;
+    producer
+        .send_and_forget(Record::to(&topic).key("first").payload("1"))
+        .await?;
+    // The queue is full: this send waits, with no deadline, until the first is delivered.
+    let started = std::time::Instant::now();
+    producer
+        .send_and_forget(Record::to(&topic).key("second").payload("2"))
+        .await?;
+    ensure!(
+        started.elapsed() >= Duration::from_millis(100),
+        "the second send did not wait for room: {:?}",
+        started.elapsed()
+    );
+    producer.flush(Duration::MAX).await?;
+    producer
+        .send_and_forget(Record::to(&topic).key("third").payload("3"))
+        .await?;
+    producer.clone().close().await?;
+    // Dropping the last handle with a message in flight flushes through rdkafka, with no deadline.
+    producer
+        .send_and_forget(Record::to(&topic).key("fourth").payload("4"))
+        .await?;
+    ensure!(
+        producer.in_flight() > 0,
+        "nothing in flight to flush on drop"
+    );
+    tokio::task::spawn_blocking(move || drop(producer)).await?;
+    let messages = cluster.read_topic(&topic, 4, Duration::MAX).await?;
+    ensure!(messages.len() == 4, "{} messages", messages.len());
+    Ok(())
+}
+
+/// A zero queue-full timeout is allowed and means "don't wait": a full queue hands the message
+/// back at once. A zero close timeout only reports what is still in flight.
+#[tokio::test]
+async fn zero_producer_timeouts_do_not_wait() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("zero-timeouts");
+    cluster.create_topic(&topic, 1).await?;
+    let config = cluster
+        .config()
+        .set("queue.buffering.max.messages", "1")
+        .linger(Duration::from_millis(500))
+        .build()?;
+    let producer: Producer = Producer::builder(&config)
+        .queue_full_timeout(Duration::ZERO)
+        .close_timeout(Duration::ZERO)
+        .build()?;
+    producer
+        .send_and_forget(Record::to(&topic).key("first").payload("1"))
+        .await?;
+    let started = std::time::Instant::now();
+    let err = producer
+        .send_and_forget(Record::to(&topic).key("second").payload("2"))
+        .await
+        .err()
+        .context("a second message fit in a queue of one")?;
+    ensure!(
+        err.error.code() == Some(RDKafkaErrorCode::QueueFull),
+        "{err}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_millis(100),
+        "waited {:?} with a zero timeout",
+        started.elapsed()
+    );
+    let closed = producer.clone().close().await;
+    ensure!(
+        closed.is_err(),
+        "close with a zero timeout and a lingering message returned Ok"
+    );
+    producer.flush(Duration::from_secs(10)).await?;
+    Ok(())
+}
