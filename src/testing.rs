@@ -16,6 +16,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Read loops that survive passing errors
+//!
+//! Consumers report errors they recover from by themselves (a broker restarting, a committed-offset
+//! fetch answered with `GROUP_ID_NOT_FOUND`) on their stream, among the records. A read loop that
+//! stops at the first `Err` then fails for nothing: [`next_unless_fatal`] and [`unless_fatal`] log
+//! and skip those, and end the loop only on a fatal error or a caught panic, as kafka-kit's
+//! processing loops do. [`TestCluster::read_topic`] and the examples read that way.
+//!
 //! # What the embedded broker cannot do
 //!
 //! The mock cluster speaks enough of the protocol for producers, idempotence, consumer groups and
@@ -281,6 +289,10 @@ impl TestCluster {
     /// Reads a topic from the beginning of every partition, without a consumer group, until
     /// `count` messages have arrived or `timeout` has passed (`Duration::MAX`: no deadline);
     /// returns what arrived. Tests use it to check what the broker really holds.
+    ///
+    /// Errors the consumer reports along the way that are not fatal (a broker restarting, all
+    /// brokers down for a moment) are logged and skipped, as [`unless_fatal`] does; a fatal one is
+    /// returned.
     pub async fn read_topic(
         &self,
         topic: &str,
@@ -303,10 +315,10 @@ impl TestCluster {
             let deadline = crate::deadline(timeout);
             let mut messages = Vec::with_capacity(count);
             while messages.len() < count && Instant::now() < deadline {
-                match consumer.poll(Duration::from_millis(100)) {
-                    Some(Ok(message)) => messages.push(message.detach()),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => {}
+                if let Some(polled) = consumer.poll(Duration::from_millis(100)) {
+                    if let Some(message) = unless_fatal(polled.map_err(Error::from))? {
+                        messages.push(message.detach());
+                    }
                 }
             }
             messages.sort_by_key(|m| (m.partition(), m.offset()));
@@ -322,6 +334,66 @@ impl TestCluster {
     }
 }
 
+/// What a read loop makes of one item of a consumer's stream: `Ok(Some(record))` for a record,
+/// `Ok(None)` for an error to skip, and `Err` for an error that must end the loop.
+///
+/// Consumers report errors they recover from by themselves (a broker restarting, a committed-offset
+/// fetch that some brokers answer with `GROUP_ID_NOT_FOUND` for a group that does not exist yet):
+/// those are logged as a `tracing` warning (`kafka_kit: consumer error; reading on`, with an
+/// `error` field) and skipped. A fatal error ([`Error::is_fatal`]), or a caught panic
+/// ([`Error::Panicked`]), ends the loop, as it ends kafka-kit's processing loops.
+///
+/// ```
+/// use kafka_kit::testing::unless_fatal;
+/// use kafka_kit::Error;
+/// use kafka_kit::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+///
+/// let transient = Error::from(KafkaError::MessageConsumption(RDKafkaErrorCode::GroupIdNotFound));
+/// assert!(matches!(unless_fatal::<u32>(Err(transient)), Ok(None)));
+/// let fatal = Error::from(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal));
+/// assert!(unless_fatal::<u32>(Err(fatal)).is_err());
+/// assert!(matches!(unless_fatal(Ok(7)), Ok(Some(7))));
+/// ```
+pub fn unless_fatal<T>(item: Result<T>) -> Result<Option<T>> {
+    match item {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.stops_loops() => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka_kit: consumer error; reading on");
+            Ok(None)
+        }
+    }
+}
+
+/// The next item of a stream of results (a [`Consumer`](crate::consumer::Consumer), lag
+/// reports) that is not an error to skip: errors that are not fatal are logged and skipped as
+/// [`unless_fatal`] says; `Some(Err(..))` is an error that must end the loop, and `None` the end
+/// of the stream.
+///
+/// ```no_run
+/// # async fn run(mut consumer: kafka_kit::consumer::Consumer) -> kafka_kit::Result<()> {
+/// use kafka_kit::testing::next_unless_fatal;
+///
+/// while let Some(record) = next_unless_fatal(&mut consumer).await {
+///     let record = record?; // only a fatal error (or a panic) ends the loop
+///     println!("{}@{}", record.partition(), record.offset());
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn next_unless_fatal<S, T>(stream: &mut S) -> Option<Result<T>>
+where
+    S: futures_util::Stream<Item = Result<T>> + Unpin + ?Sized,
+{
+    use futures_util::StreamExt as _;
+    loop {
+        match unless_fatal(stream.next().await?) {
+            Ok(Some(value)) => return Some(Ok(value)),
+            Ok(None) => continue,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
 /// `prefix` and a short random suffix: a topic or group name no earlier run used, so that a run
 /// against a real cluster (which keeps topics) reads back only what it wrote.
 pub fn unique_name(prefix: &str) -> String {
@@ -331,4 +403,49 @@ pub fn unique_name(prefix: &str) -> String {
 /// A short random id (8 hex digits), to name several topics and groups of one run alike.
 pub fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    fn consumption(code: RDKafkaErrorCode) -> Error {
+        Error::Kafka(KafkaError::MessageConsumption(code))
+    }
+
+    #[tokio::test]
+    async fn read_loops_skip_non_fatal_errors_and_stop_on_fatal_ones_and_panics() {
+        let items: Vec<Result<u32>> = vec![
+            Ok(1),
+            Err(consumption(RDKafkaErrorCode::GroupIdNotFound)),
+            Err(consumption(RDKafkaErrorCode::AllBrokersDown)),
+            Ok(2),
+            Err(Error::Kafka(KafkaError::MessageConsumptionFatal(
+                RDKafkaErrorCode::Fatal,
+            ))),
+            Ok(3),
+            Err(Error::Panicked {
+                callback: "RebalanceListener::on_assigned",
+                message: "boom".into(),
+            }),
+            Err(consumption(RDKafkaErrorCode::BrokerTransportFailure)),
+        ];
+        let mut stream = futures_util::stream::iter(items);
+        let mut seen = Vec::new();
+        while let Some(item) = next_unless_fatal(&mut stream).await {
+            seen.push(item.map_err(|e| e.to_string()));
+        }
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert_eq!(seen[..2], [Ok(1), Ok(2)]);
+        assert!(
+            matches!(&seen[2], Err(e) if e.contains("Fatal")),
+            "{seen:?}"
+        );
+        assert_eq!(seen[3], Ok(3));
+        assert!(
+            matches!(&seen[4], Err(e) if e.contains("panicked")),
+            "{seen:?}"
+        );
+    }
 }

@@ -265,3 +265,52 @@ async fn zero_producer_timeouts_do_not_wait() -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(10)).await?;
     Ok(())
 }
+
+/// The test support's read-back helper reads on through errors that are not fatal: here its
+/// consumer sees the only broker go down (transport errors, all brokers down) and come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_topic_reads_on_through_non_fatal_errors() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = std::sync::Arc::new(TestCluster::embedded(1)?);
+    let topic = common::unique_topic("read-on");
+    cluster.create_topic(&topic, 1).await?;
+    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
+    let send = |from: usize| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            for i in from..from + 5 {
+                producer
+                    .send(Record::to(&topic).payload(&i.to_string()))
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    send(0).await?;
+    let reader = tokio::spawn({
+        let (cluster, topic) = (cluster.clone(), topic.clone());
+        async move {
+            cluster
+                .read_topic(&topic, 10, Duration::from_secs(60))
+                .await
+        }
+    });
+    // Let the reader fetch the first five, then take the broker away for a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mock = cluster.mock().context("embedded")?;
+    mock.with_mock(|mock| mock.broker_down(1))??;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mock.with_mock(|mock| mock.broker_up(1))??;
+    send(5).await?;
+    let messages = reader.await??;
+    let payloads: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(kafka_kit::rdkafka::Message::payload(m).unwrap_or_default())
+                .into_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    ensure!(payloads == expected, "read {payloads:?}");
+    Ok(())
+}
