@@ -138,13 +138,15 @@ impl EmbeddedKafka {
         result.recv().map_err(|_| gone())
     }
 
-    /// Creates a topic with `partitions` partitions, replicated on up to three brokers. Creating a
-    /// topic that exists is not an error.
+    /// Creates a topic with `partitions` partitions, replicated on up to three brokers. A topic
+    /// that exists with as many partitions is left as it is; one with another partition count is
+    /// an [`Error::Testing`]. It blocks (briefly: the cluster is in this process).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         let (name, replication) = (topic.to_owned(), self.brokers.min(3));
         match self.with_mock(move |mock| mock.create_topic(&name, partitions, replication))? {
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAlreadyExists) => {
-                Ok(())
+                let existing = lookup_partitions(&client_config(&self.bootstrap), topic)?;
+                same_partitions(topic, existing, partitions)
             }
             other => Ok(other?),
         }
@@ -239,12 +241,40 @@ impl TestCluster {
         }
     }
 
-    /// Creates a topic (replicated on up to three brokers) and waits until its metadata is visible.
-    /// Creating a topic that exists is not an error.
+    /// Creates a topic (replicated on up to three brokers) if the cluster's metadata does not show
+    /// it yet, and waits until its metadata is visible.
+    ///
+    /// A topic that exists with as many partitions is used as it is, without asking the cluster
+    /// to create it: a cluster that refuses `CreateTopics` for an existing topic (ACLs, or
+    /// librdkafka's standalone mock cluster, which cannot answer it at all) is fine. A topic that
+    /// exists with another partition count is an [`Error::Testing`] that says so: tests and
+    /// examples count on the partitions they asked for (MD5 routing, per-partition offsets).
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
-        if let Some(embedded) = &self.embedded {
-            return embedded.create_topic(topic, partitions);
+        if let Some(existing) = self.existing_partitions(topic).await? {
+            tracing::debug!(topic, partitions = existing, "kafka_kit: topic exists");
+            return same_partitions(topic, Some(existing), partitions);
         }
+        match &self.embedded {
+            Some(embedded) => embedded.create_topic(topic, partitions)?,
+            None => self.create_with_admin(topic, partitions).await?,
+        }
+        let deadline = crate::deadline(Duration::from_secs(30));
+        loop {
+            if let Some(created) = self.existing_partitions(topic).await? {
+                // Someone else may have created it first, with another count.
+                return same_partitions(topic, Some(created), partitions);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Testing(format!(
+                    "topic `{topic}` was created but its metadata did not show it within 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks the cluster to create a topic; one that exists by now is not an error.
+    async fn create_with_admin(&self, topic: &str, partitions: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -253,37 +283,26 @@ impl TestCluster {
                 Ok(_) => {}
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
-                        .inspect_err(|_| {
-                            tracing::warn!(topic = name, "kafka_kit: could not create topic")
-                        })
+                    tracing::warn!(topic = name, error = %code, "kafka_kit: could not create topic");
+                    return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)));
                 }
             }
-        }
-        let deadline = crate::deadline(Duration::from_secs(30));
-        while self.partition_count(topic).await.is_err() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
     }
 
+    /// The topic's partition count, from the cluster's metadata; `None` if it shows no such topic
+    /// (or none usable yet).
+    async fn existing_partitions(&self, topic: &str) -> Result<Option<i32>> {
+        let (config, topic) = (self.client_config(), topic.to_owned());
+        crate::blocking(move || lookup_partitions(&config, &topic)).await
+    }
+
     /// The topic's partition count, from the cluster's metadata.
     pub async fn partition_count(&self, topic: &str) -> Result<i32> {
-        let (config, topic) = (self.client_config(), topic.to_owned());
-        crate::blocking(move || {
-            let consumer: BaseConsumer = config.create()?;
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-            let found = metadata.topics().iter().find(|t| t.name() == topic);
-            match found {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    Ok(t.partitions().len() as i32)
-                }
-                _ => Err(Error::Kafka(rdkafka::error::KafkaError::MetadataFetch(
-                    RDKafkaErrorCode::UnknownTopicOrPartition,
-                ))),
-            }
-        })
-        .await
+        self.existing_partitions(topic).await?.ok_or(Error::Kafka(
+            rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        ))
     }
 
     /// Reads a topic from the beginning of every partition, without a consumer group, until
@@ -328,9 +347,39 @@ impl TestCluster {
     }
 
     fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap);
-        config
+        client_config(&self.bootstrap)
+    }
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+/// A topic's partition count in the cluster's metadata (blocking); `None` if the metadata shows
+/// no such topic, or none usable yet (an error for it, or no partitions).
+fn lookup_partitions(config: &ClientConfig, topic: &str) -> Result<Option<i32>> {
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    Ok(found
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
+}
+
+/// `Ok` if a topic that exists has the partition count asked for, or an error that says it does
+/// not (`None`: it is not in the metadata after all).
+fn same_partitions(topic: &str, existing: Option<i32>, asked: i32) -> Result<()> {
+    match existing {
+        Some(n) if n == asked => Ok(()),
+        Some(n) => Err(Error::Testing(format!(
+            "topic `{topic}` exists with {n} partitions, not the {asked} asked for: \
+             use another topic name, or delete it first"
+        ))),
+        None => Err(Error::Testing(format!(
+            "topic `{topic}` exists, but the cluster's metadata does not show its partitions"
+        ))),
     }
 }
 

@@ -314,3 +314,61 @@ async fn read_topic_reads_on_through_non_fatal_errors() -> anyhow::Result<()> {
     ensure!(payloads == expected, "read {payloads:?}");
     Ok(())
 }
+
+/// `create_topic` creates only a missing topic: asking again is fine, and another partition count
+/// for an existing topic is a typed error rather than a silent mismatch.
+#[tokio::test]
+async fn create_topic_twice_and_with_another_partition_count() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("twice");
+    cluster.create_topic(&topic, 3).await?;
+    cluster.create_topic(&topic, 3).await?;
+    ensure!(cluster.partition_count(&topic).await? == 3);
+    let err = cluster
+        .create_topic(&topic, 5)
+        .await
+        .err()
+        .context("an existing topic of 3 partitions was accepted for 5")?;
+    ensure!(
+        matches!(&err, kafka_kit::Error::Testing(m) if m.contains("3 partitions, not the 5")),
+        "{err}"
+    );
+    ensure!(cluster.partition_count(&topic).await? == 3);
+    // The same through the embedded broker's own handle.
+    let embedded = cluster.mock().context("embedded")?;
+    embedded.create_topic(&topic, 3)?;
+    ensure!(embedded.create_topic(&topic, 4).is_err());
+    Ok(())
+}
+
+/// A cluster that cannot create topics over the protocol is fine for topics that exist. The
+/// embedded broker (librdkafka's mock cluster) has no CreateTopics handler at all: seen as an
+/// external cluster, asking it to create a topic times out ("Admin operation error:
+/// OperationTimedOut", after a minute), as librdkafka's standalone mock cluster did for the perf
+/// tool. `create_topic` looks in the metadata first, so an existing topic never asks.
+#[tokio::test]
+async fn create_topic_does_not_ask_for_an_existing_topic() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("exists");
+    cluster.create_topic(&topic, 2).await?;
+    let external = TestCluster::external(cluster.bootstrap_servers());
+    ensure!(!external.is_embedded());
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), external.create_topic(&topic, 2))
+        .await
+        .context("create_topic asked the cluster to create a topic that exists")??;
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = external
+        .create_topic(&topic, 6)
+        .await
+        .err()
+        .context("an existing topic of 2 partitions was accepted for 6")?;
+    ensure!(matches!(err, kafka_kit::Error::Testing(_)), "{err}");
+    Ok(())
+}
