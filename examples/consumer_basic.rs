@@ -22,7 +22,7 @@ use kafka_kit::consumer::{
     Assigned, CommitOffsets, Consumer, ConsumerRecord, OffsetReset, RebalanceListener,
 };
 use kafka_kit::producer::{Producer, Record};
-use kafka_kit::testing::TestCluster;
+use kafka_kit::testing::{next_unless_fatal, TestCluster};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -51,9 +51,11 @@ impl RebalanceListener for OnAssigned {
     }
 }
 
-/// The next record, or an error if none comes within `timeout`.
+/// The next record, or an error if none comes within `timeout`. Errors the consumer recovers from
+/// (a broker restarting, a group the broker doesn't know yet) are logged and skipped; a fatal one
+/// is returned.
 async fn next(consumer: &mut Consumer, timeout: Duration) -> anyhow::Result<ConsumerRecord> {
-    let record = tokio::time::timeout(timeout, consumer.recv())
+    let record = tokio::time::timeout(timeout, next_unless_fatal(consumer))
         .await
         .with_context(|| format!("no record within {timeout:?}"))?
         .context("the consumer stopped")??;

@@ -20,19 +20,19 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use kafka_kit::consumer::{
     group_lag, lag_reports, Consumer, ConsumerRecord, OffsetReset, PartitionLag,
 };
 use kafka_kit::producer::{Producer, Record};
-use kafka_kit::testing::TestCluster;
+use kafka_kit::testing::{next_unless_fatal, TestCluster};
 
 const RECORDS: usize = 30;
 const FIRST_MEMBER: usize = 10;
 
-/// The next record, or an error if none comes within 30 s.
+/// The next record, or an error if none comes within 30 s. Errors the consumer recovers from are
+/// logged and skipped; a fatal one is returned.
 async fn next(consumer: &mut Consumer) -> anyhow::Result<ConsumerRecord> {
-    let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+    let record = tokio::time::timeout(Duration::from_secs(30), next_unless_fatal(consumer))
         .await
         .context("no record within 30 s")?
         .context("the consumer stopped")??;
@@ -174,7 +174,9 @@ async fn main() -> anyhow::Result<()> {
     let watch = async {
         // Once the member has finished, one more report (taken after its last commit) decides.
         let mut last_report = false;
-        while let Some(report) = reports.next().await {
+        // A report that failed for a passing reason (a broker restarting, a group the broker
+        // doesn't know yet) is logged and skipped; only a fatal error stops watching.
+        while let Some(report) = next_unless_fatal(&mut reports).await {
             let report = report?;
             let per_partition: Vec<String> = report
                 .iter()

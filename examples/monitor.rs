@@ -17,7 +17,7 @@ use kafka_kit::consumer::processing::AtLeastOnce;
 use kafka_kit::consumer::{group_lag, Consumer, OffsetReset};
 use kafka_kit::monitoring::{topic_health, TopicHealth};
 use kafka_kit::producer::{Producer, Record};
-use kafka_kit::testing::{run_id, TestCluster};
+use kafka_kit::testing::{run_id, unless_fatal, TestCluster};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -92,7 +92,9 @@ async fn main() -> anyhow::Result<()> {
         };
         let rtt: Vec<i64> = s.brokers.iter().filter_map(|b| b.rtt_avg_us).collect();
         let up = s.brokers.iter().filter(|b| b.state == "UP").count();
-        let lag = group_lag(&config, &group, [&topic]).await?;
+        // The group may not exist yet (its member joins a second late), and some brokers say so
+        // with an error that is not fatal: that second shows no lag, and the monitor goes on.
+        let lag = unless_fatal(group_lag(&config, &group, [&topic]).await)?.unwrap_or_default();
         let lags: Vec<String> = lag
             .iter()
             .map(|p| format!("p{}={}", p.partition, p.lag))
@@ -116,11 +118,8 @@ async fn main() -> anyhow::Result<()> {
     producer.close().await?;
     // Let the consumer catch up, then stop it.
     for _ in 0..100 {
-        if group_lag(&config, &group, [&topic])
-            .await?
-            .iter()
-            .all(|p| p.lag == 0)
-        {
+        let lag = unless_fatal(group_lag(&config, &group, [&topic]).await)?;
+        if lag.is_some_and(|lag| lag.iter().all(|p| p.lag == 0)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -26,7 +26,7 @@ use kafka_kit::consumer::{
 use kafka_kit::producer::{Producer, Record};
 use kafka_kit::rdkafka::consumer::CommitMode;
 use kafka_kit::rdkafka::Offset;
-use kafka_kit::testing::TestCluster;
+use kafka_kit::testing::{next_unless_fatal, TestCluster};
 
 const BATCH: usize = 10;
 const TOTAL: usize = 240;
@@ -170,7 +170,10 @@ async fn consume(
     let mut mine = 0;
     let mut batches: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     loop {
-        let record = match tokio::time::timeout(Duration::from_secs(4), consumer.recv()).await {
+        // Errors the consumer recovers from (a broker restarting, a group the broker doesn't know
+        // yet) are logged and skipped; only a fatal one ends the loop.
+        let next = next_unless_fatal(&mut consumer);
+        let record = match tokio::time::timeout(Duration::from_secs(4), next).await {
             Ok(Some(record)) => record?,
             Ok(None) => break,
             Err(_) => break, // nothing new for a while: everything is read

@@ -48,7 +48,7 @@ use kafka_kit::rdkafka::producer::{
 };
 use kafka_kit::rdkafka::util::Timeout;
 use kafka_kit::rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use kafka_kit::testing::{run_id, TestCluster};
+use kafka_kit::testing::{next_unless_fatal, run_id, unless_fatal, TestCluster};
 use kafka_kit::transaction::ExactlyOnce;
 
 #[derive(Clone, Debug)]
@@ -368,9 +368,10 @@ async fn pipeline_at_least_once(
     let mut last_commit = Instant::now();
     let mut count = 0;
     while count < args.messages {
-        let record = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-            .await?
-            .context("stream ended")??;
+        let record =
+            tokio::time::timeout(Duration::from_secs(60), next_unless_fatal(&mut consumer))
+                .await?
+                .context("stream ended")??;
         let mut out = Record::to(output);
         if let Some(key) = record.key() {
             out = out.key(key);
@@ -748,9 +749,10 @@ async fn consume_kit(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow:
     let run = Run::start("kafka-kit consume");
     let mut bytes = 0usize;
     for _ in 0..args.messages {
-        let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await?
-            .context("stream ended")??;
+        let record =
+            tokio::time::timeout(Duration::from_secs(30), next_unless_fatal(&mut consumer))
+                .await?
+                .context("stream ended")??;
         bytes += record.payload().map_or(0, <[u8]>::len);
         run.done.fetch_add(1, Ordering::Relaxed);
     }
@@ -786,14 +788,14 @@ fn consume_raw(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow::Resul
     let mut count = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
     while count < args.messages && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                bytes += message.payload().map_or(0, <[u8]>::len);
-                count += 1;
-                run.done.store(count, Ordering::Relaxed);
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => {}
+        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        // Errors the consumer recovers from are logged and skipped; a fatal one ends the run.
+        if let Some(message) = unless_fatal(polled.map_err(kafka_kit::Error::from))? {
+            bytes += message.payload().map_or(0, <[u8]>::len);
+            count += 1;
+            run.done.store(count, Ordering::Relaxed);
         }
     }
     anyhow::ensure!(

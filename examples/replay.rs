@@ -22,7 +22,7 @@ use futures::StreamExt;
 use kafka_kit::consumer::{Consumer, StartAt, StopAt};
 use kafka_kit::producer::{Producer, Record};
 use kafka_kit::rdkafka::Timestamp;
-use kafka_kit::testing::TestCluster;
+use kafka_kit::testing::{unless_fatal, TestCluster};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -74,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::timeout(Duration::from_secs(60), consumer.collect::<Vec<_>>()).await?;
     let mut per_partition: BTreeMap<i32, usize> = BTreeMap::new();
     for record in records {
-        let record = record?;
+        // Errors the consumer recovered from are logged and skipped; only a fatal one stops us.
+        let Some(record) = unless_fatal(record)? else {
+            continue;
+        };
         let age = match record.timestamp() {
             Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => {
                 let t = SystemTime::UNIX_EPOCH + Duration::from_millis(t as u64);

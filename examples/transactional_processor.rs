@@ -39,7 +39,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kafka_kit::consumer::{Consumer, ConsumerRecord, OffsetReset};
 use kafka_kit::producer::{OwnedRecord, Producer, Record};
-use kafka_kit::testing::TestCluster;
+use kafka_kit::testing::{next_unless_fatal, TestCluster};
 use kafka_kit::transaction::{ExactlyOnce, ExactlyOnceStats, Progress};
 use serde::{Deserialize, Serialize};
 
@@ -344,7 +344,8 @@ async fn read_back(
         } else {
             deadline.saturating_duration_since(tokio::time::Instant::now())
         };
-        match tokio::time::timeout(wait, consumer.recv()).await {
+        // Errors the consumer recovers from are logged and skipped; only a fatal one stops us.
+        match tokio::time::timeout(wait, next_unless_fatal(&mut consumer)).await {
             Ok(Some(record)) => {
                 let record = record?;
                 records.push((record.partition(), record.offset(), record.json()?));

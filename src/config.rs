@@ -42,6 +42,31 @@
 //! assert_eq!(properties, ["linger.ms", "no.such.property", "acks"]);
 //! ```
 //!
+//! # Durations and numbers
+//!
+//! The typed duration setters ([`linger`](ConfigBuilder::linger),
+//! [`delivery_timeout`](ConfigBuilder::delivery_timeout),
+//! [`statistics_interval`](ConfigBuilder::statistics_interval)) never panic: a duration librdkafka
+//! cannot take (`Duration::MAX`, anything above `i32::MAX` milliseconds) is a problem of `build`,
+//! and so is a zero where librdkafka would read 0 as something else ("no limit", "off"). Any
+//! number librdkafka would read differently from what was written (it reads integers into a
+//! 32-bit `int`, so `4294967301` would silently become 5) is refused too, whichever setter wrote
+//! it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use kafka_kit::config::KafkaConfig;
+//!
+//! let err = KafkaConfig::builder()
+//!     .bootstrap_servers("localhost:9092")
+//!     .delivery_timeout(Duration::MAX)          // more than librdkafka takes
+//!     .statistics_interval(Duration::ZERO)      // 0 would turn statistics off
+//!     .build()
+//!     .unwrap_err();
+//! let properties: Vec<&str> = err.problems().iter().map(|p| p.property()).collect();
+//! assert_eq!(properties, ["message.timeout.ms", "statistics.interval.ms"]);
+//! ```
+//!
 //! # Security, and secrets that stay secret
 //!
 //! [`Ssl`] and [`Sasl`] set the `security.protocol` that matches them. `Debug` of a builder, a
@@ -285,6 +310,23 @@ pub struct ConfigBuilder {
     ssl: Option<Ssl>,
     sasl: Option<Sasl>,
     log_level: Option<RDKafkaLogLevel>,
+    /// Problems the typed setters found (a zero or too long duration), reported by `build` unless
+    /// a later setting of the same property replaced them.
+    refused: Vec<Problem>,
+}
+
+/// The most milliseconds librdkafka takes: it reads integer properties into a C `int`, and a
+/// larger number wraps silently (`4294967301` becomes 5).
+const MAX_MILLIS: u128 = i32::MAX as u128;
+
+/// How librdkafka reads a property in milliseconds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Millis {
+    /// A double: fractions of a millisecond are kept, and zero means zero (`linger.ms`).
+    Fractional,
+    /// An integer where 0 means something else (no limit, turned off): zero is refused, and a
+    /// fraction of a millisecond rounds up, never down to 0.
+    NonZeroInteger,
 }
 
 impl ConfigBuilder {
@@ -303,15 +345,57 @@ impl ConfigBuilder {
     /// Applies a [`Preset`]. Presets and settings apply in the order given.
     pub fn preset(mut self, preset: Preset) -> Self {
         for (key, value) in preset.properties() {
-            self.settings.push((key.to_string(), value.to_string()));
+            self = self.set(*key, *value);
         }
         self
     }
 
     /// Sets any librdkafka property (see librdkafka's CONFIGURATION.md). Checked by `build`.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.settings.push((key.into(), value.into()));
+        let key = key.into();
+        self.refused.retain(|p| p.property() != key);
+        self.settings.push((key, value.into()));
         self
+    }
+
+    /// Sets a property in milliseconds from a typed duration, or records why it cannot be: zero
+    /// where librdkafka reads 0 as something else, or more milliseconds than librdkafka takes.
+    fn set_millis(mut self, property: &'static str, duration: Duration, kind: Millis) -> Self {
+        let problem = match kind {
+            Millis::NonZeroInteger => Problem::zero_duration(property, duration),
+            Millis::Fractional => None,
+        };
+        let problem = problem.or_else(|| {
+            (duration.as_millis() > MAX_MILLIS).then(|| Problem::InvalidValue {
+                property: property.to_owned(),
+                value: format!("{duration:?}"),
+                reason: format!(
+                    "more than librdkafka's limit of {MAX_MILLIS} ms (about 24.8 days)"
+                ),
+            })
+        });
+        match problem {
+            Some(problem) => {
+                self.refused.retain(|p| p.property() != property);
+                self.refused.push(problem);
+                self
+            }
+            None if kind == Millis::NonZeroInteger => {
+                let millis = duration.as_nanos().div_ceil(1_000_000);
+                self.set(property, millis.to_string())
+            }
+            None => {
+                let nanos = duration.as_nanos();
+                let (millis, fraction) = (nanos / 1_000_000, nanos % 1_000_000);
+                let value = if fraction == 0 {
+                    millis.to_string()
+                } else {
+                    let value = format!("{millis}.{fraction:06}");
+                    value.trim_end_matches('0').to_owned()
+                };
+                self.set(property, value)
+            }
+        }
     }
 
     /// Broker acknowledgements per produce request (`acks`).
@@ -329,9 +413,11 @@ impl ConfigBuilder {
         self.set("enable.idempotence", enabled.to_string())
     }
 
-    /// How long to wait for more messages before sending a batch (`linger.ms`).
+    /// How long to wait for more messages before sending a batch (`linger.ms`, fractions of a
+    /// millisecond kept). Zero sends at once. librdkafka takes at most 900 s; a longer linger is a
+    /// [`ConfigError`] from [`build`](Self::build).
     pub fn linger(self, linger: Duration) -> Self {
-        self.set("linger.ms", linger.as_millis().to_string())
+        self.set_millis("linger.ms", linger, Millis::Fractional)
     }
 
     /// The largest batch, in bytes (`batch.size`).
@@ -359,15 +445,25 @@ impl ConfigBuilder {
         )
     }
 
-    /// How long a message may take to be delivered, retries included (`message.timeout.ms`).
+    /// How long a message may take to be delivered, retries included (`message.timeout.ms`,
+    /// rounded up to a whole millisecond).
+    ///
+    /// [`build`](Self::build) refuses zero, which librdkafka would read as "no limit", and anything
+    /// above librdkafka's limit of `i32::MAX` milliseconds (about 24.8 days), `Duration::MAX`
+    /// included, naming `message.timeout.ms`. To wait with no limit, say so:
+    /// `set("message.timeout.ms", "0")`.
     pub fn delivery_timeout(self, timeout: Duration) -> Self {
-        self.set("message.timeout.ms", timeout.as_millis().to_string())
+        self.set_millis("message.timeout.ms", timeout, Millis::NonZeroInteger)
     }
 
-    /// Reports librdkafka's statistics every `interval` (`statistics.interval.ms`): see
-    /// [`monitoring`](crate::monitoring).
+    /// Reports librdkafka's statistics every `interval` (`statistics.interval.ms`, rounded up to a
+    /// whole millisecond): see [`monitoring`](crate::monitoring).
+    ///
+    /// [`build`](Self::build) refuses zero, which librdkafka would read as "no statistics" (to
+    /// have none, don't call this), and more than librdkafka's limit of 86,400 s, naming
+    /// `statistics.interval.ms`.
     pub fn statistics_interval(self, interval: Duration) -> Self {
-        self.set("statistics.interval.ms", interval.as_millis().to_string())
+        self.set_millis("statistics.interval.ms", interval, Millis::NonZeroInteger)
     }
 
     /// Connects over TLS.
@@ -444,6 +540,7 @@ impl ConfigBuilder {
         map.extend(self.settings);
 
         problems.extend(map.iter().filter_map(|(k, v)| check_with_librdkafka(k, v)));
+        problems.extend(self.refused);
         problems.extend(check_consistency(&map));
 
         if problems.is_empty() {
@@ -473,10 +570,31 @@ impl fmt::Debug for ConfigBuilder {
     }
 }
 
-/// Asks librdkafka whether it knows `key` and accepts `value` for it.
+/// Asks librdkafka whether it knows `key` and accepts `value` for it, and whether it reads the
+/// number it was given: librdkafka reads integer properties into a C `int`, so a larger number
+/// wraps silently (`message.timeout.ms=4294967301` would mean 5 ms).
 fn check_with_librdkafka(key: &str, value: &str) -> Option<Problem> {
     match ClientConfig::new().set(key, value).create_native_config() {
-        Ok(_) => None,
+        Ok(native) => {
+            let given = value.trim().parse::<i128>().ok()?;
+            let read = native.get(key).ok()?.trim().parse::<f64>().ok()?;
+            if read == given as f64 {
+                return None;
+            }
+            let mut reason = if is_secret(key) {
+                "librdkafka would read it as another number".to_owned()
+            } else {
+                format!("librdkafka would read it as {read}")
+            };
+            if i32::try_from(given).is_err() {
+                reason.push_str(&format!(" (its integers are 32-bit: at most {})", i32::MAX));
+            }
+            Some(Problem::InvalidValue {
+                property: key.into(),
+                value: shown(key, value).into(),
+                reason,
+            })
+        }
         Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => {
             Some(Problem::UnknownProperty {
                 property: key.into(),
@@ -903,6 +1021,109 @@ mod tests {
             .unwrap_err();
         let props: Vec<_> = err.problems().iter().map(Problem::property).collect();
         assert_eq!(props, ["ssl.ca.location", "sasl.password"]);
+    }
+
+    fn problem_of(err: &ConfigError, property: &str) -> Problem {
+        let found = err.problems().iter().find(|p| p.property() == property);
+        found
+            .unwrap_or_else(|| panic!("no problem about {property}: {err}"))
+            .clone()
+    }
+
+    #[test]
+    fn durations_become_milliseconds() {
+        let config = base()
+            .linger(Duration::from_micros(2500))
+            .delivery_timeout(Duration::from_micros(1500))
+            .statistics_interval(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        assert_eq!(config.get("linger.ms"), Some("2.5"));
+        // Rounded up, never down to a 0 that would mean "no limit".
+        assert_eq!(config.get("message.timeout.ms"), Some("2"));
+        assert_eq!(config.get("statistics.interval.ms"), Some("5000"));
+        let config = base()
+            .linger(Duration::ZERO)
+            .delivery_timeout(Duration::from_nanos(1))
+            .build()
+            .unwrap();
+        assert_eq!(config.get("linger.ms"), Some("0"));
+        assert_eq!(config.get("message.timeout.ms"), Some("1"));
+    }
+
+    #[test]
+    fn zero_durations_that_would_mean_something_else_are_refused() {
+        let err = base()
+            .delivery_timeout(Duration::ZERO)
+            .statistics_interval(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.problems().len(), 2, "{err}");
+        for property in ["message.timeout.ms", "statistics.interval.ms"] {
+            assert_eq!(
+                problem_of(&err, property),
+                Problem::zero_duration(property, Duration::ZERO).unwrap()
+            );
+        }
+        // Saying it with a property is allowed, and a later setting replaces a refused one.
+        let config = base()
+            .statistics_interval(Duration::ZERO)
+            .set("statistics.interval.ms", "0")
+            .delivery_timeout(Duration::ZERO)
+            .delivery_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        assert_eq!(config.get("statistics.interval.ms"), Some("0"));
+        assert_eq!(config.get("message.timeout.ms"), Some("5000"));
+    }
+
+    #[test]
+    fn oversized_durations_are_refused_without_panic_or_wrap() {
+        // Duration::MAX, and a value that librdkafka's `int` would wrap to 5 ms.
+        for duration in [Duration::MAX, Duration::from_millis(4_294_967_301)] {
+            let err = base()
+                .linger(duration)
+                .delivery_timeout(duration)
+                .statistics_interval(duration)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.problems().len(), 3, "{err}");
+            for property in ["linger.ms", "message.timeout.ms", "statistics.interval.ms"] {
+                let Problem::InvalidValue { reason, .. } = problem_of(&err, property) else {
+                    panic!("{err}")
+                };
+                assert!(reason.contains("2147483647"), "{reason}");
+            }
+        }
+        // Within i32 but beyond the property's own range: librdkafka says so.
+        let err = base()
+            .linger(Duration::from_secs(901))
+            .statistics_interval(Duration::from_secs(86_401))
+            .delivery_timeout(Duration::from_millis(i32::MAX as u64))
+            .build()
+            .unwrap_err();
+        let properties: Vec<_> = err.problems().iter().map(Problem::property).collect();
+        assert_eq!(properties, ["linger.ms", "statistics.interval.ms"], "{err}");
+    }
+
+    #[test]
+    fn numbers_librdkafka_would_read_differently_are_refused() {
+        let err = base()
+            .set("message.timeout.ms", "4294967301") // an `int`: 5
+            .set("batch.size", "4294967296") // 0
+            .set("client.id", "4294967301") // a string: fine
+            .build()
+            .unwrap_err();
+        let properties: Vec<_> = err.problems().iter().map(Problem::property).collect();
+        assert_eq!(properties, ["batch.size", "message.timeout.ms"], "{err}");
+        assert!(err.to_string().contains("would read it as 5"), "{err}");
+        // Settings that read back as written, or as a name, are fine.
+        base()
+            .set("acks", "-1")
+            .set("enable.idempotence", "1")
+            .set("linger.ms", "0.5")
+            .build()
+            .unwrap();
     }
 
     #[test]

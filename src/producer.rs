@@ -64,7 +64,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -535,10 +534,8 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
             Completion::Callback(context, callback) => {
                 let result = with_context(outcome(result), context);
                 // A panicking callback must not kill the polling thread, which serves every
-                // other message's report.
-                if panic::catch_unwind(AssertUnwindSafe(|| callback(result))).is_err() {
-                    tracing::error!("kafka_kit: a delivery callback panicked");
-                }
+                // other message's report. The panic is logged, with its message, as an error.
+                let _ = crate::error::catch_panic("a delivery callback", || callback(result));
             }
         }
     }
@@ -576,14 +573,18 @@ impl<C: Send + 'static> ProducerBuilder<C> {
     }
 
     /// How long a send waits for room when the local queue is full before it fails and hands the
-    /// message back (default 30 s; zero fails at once).
+    /// message back (default 30 s). Zero is allowed and fails at once, without waiting: for callers
+    /// that would rather retry or shed load themselves. `Duration::MAX` waits with no deadline.
     pub fn queue_full_timeout(mut self, timeout: Duration) -> Self {
         self.queue_full_timeout = timeout;
         self
     }
 
     /// How long [`Producer::close`], and dropping the producer, wait for messages in flight
-    /// (default 30 s).
+    /// (default 30 s). Zero is allowed: `close` then only reports whether anything was still in
+    /// flight, and dropping purges at once (the purged messages' results still reach their futures
+    /// and callbacks). `Duration::MAX`, or anything above librdkafka's limit of `i32::MAX`
+    /// milliseconds (about 24.8 days), waits with no deadline.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
@@ -641,7 +642,7 @@ struct Inner<C: Send + 'static> {
 impl<C: Send + 'static> Drop for Inner<C> {
     fn drop(&mut self) {
         if self.producer.in_flight_count() > 0 {
-            if let Err(e) = self.producer.flush(self.close_timeout) {
+            if let Err(e) = self.producer.flush(rdkafka_timeout(self.close_timeout)) {
                 tracing::warn!(
                     undelivered = self.producer.in_flight_count(),
                     error = %e,
@@ -649,6 +650,17 @@ impl<C: Send + 'static> Drop for Inner<C> {
                 );
             }
         }
+    }
+}
+
+/// A timeout for an rdkafka call. rdkafka turns a `Duration` into a deadline by adding it to
+/// `Instant::now()` (a panic for `Duration::MAX`) or into librdkafka's `i32` milliseconds (a silent
+/// wrap above `i32::MAX`): anything that long means no deadline.
+pub(crate) fn rdkafka_timeout(timeout: Duration) -> rdkafka::util::Timeout {
+    if timeout.as_millis() > i32::MAX as u128 {
+        rdkafka::util::Timeout::Never
+    } else {
+        rdkafka::util::Timeout::After(timeout)
     }
 }
 
@@ -830,12 +842,13 @@ impl<C: Send + 'static> Producer<C> {
     }
 
     /// Waits until every message in flight has been delivered or has failed, or `timeout` passes
-    /// (a `Flush` error with code `TimedOut`, and the messages stay in flight).
+    /// (a `Flush` error with code `TimedOut`, and the messages stay in flight). `Duration::MAX`
+    /// waits with no deadline; `Duration::ZERO` only checks.
     ///
     /// It returns as soon as the last report is handled: unlike rdkafka's `flush`, which polls in
     /// 100 ms slices, it is woken by the delivery reports themselves.
     pub async fn flush(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline(timeout);
         loop {
             if self.inner.producer.in_flight_count() == 0 {
                 return Ok(());
@@ -902,7 +915,7 @@ impl<C: Send + 'static> Producer<C> {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     pending = back;
                     let deadline = *deadline
-                        .get_or_insert_with(|| Instant::now() + self.inner.queue_full_timeout);
+                        .get_or_insert_with(|| crate::deadline(self.inner.queue_full_timeout));
                     if Instant::now() >= deadline {
                         tracing::warn!(topic = pending.topic, waited = ?self.inner.queue_full_timeout,
                             "kafka_kit: local queue still full, message handed back");
@@ -1034,6 +1047,22 @@ mod tests {
         assert!(!debug.contains("secret payload"));
         assert_eq!(err.to_string(), "could not produce to `orders`: the producer was closed before the delivery report arrived");
         assert_eq!(err.message.as_record().key, Some(&b"k-1"[..]));
+    }
+
+    #[test]
+    fn rdkafka_timeouts_beyond_i32_millis_mean_never() {
+        use rdkafka::util::Timeout;
+        let limit = Duration::from_millis(i32::MAX as u64);
+        assert_eq!(
+            rdkafka_timeout(Duration::ZERO),
+            Timeout::After(Duration::ZERO)
+        );
+        assert_eq!(rdkafka_timeout(limit), Timeout::After(limit));
+        assert_eq!(
+            rdkafka_timeout(limit + Duration::from_millis(1)),
+            Timeout::Never
+        );
+        assert_eq!(rdkafka_timeout(Duration::MAX), Timeout::Never);
     }
 
     #[test]

@@ -16,6 +16,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Read loops that survive passing errors
+//!
+//! Consumers report errors they recover from by themselves (a broker restarting, a committed-offset
+//! fetch answered with `GROUP_ID_NOT_FOUND`) on their stream, among the records. A read loop that
+//! stops at the first `Err` then fails for nothing: [`next_unless_fatal`] and [`unless_fatal`] log
+//! and skip those, and end the loop only on a fatal error or a caught panic, as kafka-kit's
+//! processing loops do. [`TestCluster::read_topic`] and the examples read that way.
+//!
 //! # What the embedded broker cannot do
 //!
 //! The mock cluster speaks enough of the protocol for producers, idempotence, consumer groups and
@@ -130,13 +138,15 @@ impl EmbeddedKafka {
         result.recv().map_err(|_| gone())
     }
 
-    /// Creates a topic with `partitions` partitions, replicated on up to three brokers. Creating a
-    /// topic that exists is not an error.
+    /// Creates a topic with `partitions` partitions, replicated on up to three brokers. A topic
+    /// that exists with as many partitions is left as it is; one with another partition count is
+    /// an [`Error::Testing`]. It blocks (briefly: the cluster is in this process).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         let (name, replication) = (topic.to_owned(), self.brokers.min(3));
         match self.with_mock(move |mock| mock.create_topic(&name, partitions, replication))? {
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAlreadyExists) => {
-                Ok(())
+                let existing = lookup_partitions(&client_config(&self.bootstrap), topic)?;
+                same_partitions(topic, existing, partitions)
             }
             other => Ok(other?),
         }
@@ -231,12 +241,40 @@ impl TestCluster {
         }
     }
 
-    /// Creates a topic (replicated on up to three brokers) and waits until its metadata is visible.
-    /// Creating a topic that exists is not an error.
+    /// Creates a topic (replicated on up to three brokers) if the cluster's metadata does not show
+    /// it yet, and waits until its metadata is visible.
+    ///
+    /// A topic that exists with as many partitions is used as it is, without asking the cluster
+    /// to create it: a cluster that refuses `CreateTopics` for an existing topic (ACLs, or
+    /// librdkafka's standalone mock cluster, which cannot answer it at all) is fine. A topic that
+    /// exists with another partition count is an [`Error::Testing`] that says so: tests and
+    /// examples count on the partitions they asked for (MD5 routing, per-partition offsets).
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
-        if let Some(embedded) = &self.embedded {
-            return embedded.create_topic(topic, partitions);
+        if let Some(existing) = self.existing_partitions(topic).await? {
+            tracing::debug!(topic, partitions = existing, "kafka_kit: topic exists");
+            return same_partitions(topic, Some(existing), partitions);
         }
+        match &self.embedded {
+            Some(embedded) => embedded.create_topic(topic, partitions)?,
+            None => self.create_with_admin(topic, partitions).await?,
+        }
+        let deadline = crate::deadline(Duration::from_secs(30));
+        loop {
+            if let Some(created) = self.existing_partitions(topic).await? {
+                // Someone else may have created it first, with another count.
+                return same_partitions(topic, Some(created), partitions);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Testing(format!(
+                    "topic `{topic}` was created but its metadata did not show it within 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks the cluster to create a topic; one that exists by now is not an error.
+    async fn create_with_admin(&self, topic: &str, partitions: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -245,42 +283,35 @@ impl TestCluster {
                 Ok(_) => {}
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
-                        .inspect_err(|_| {
-                            tracing::warn!(topic = name, "kafka_kit: could not create topic")
-                        })
+                    tracing::warn!(topic = name, error = %code, "kafka_kit: could not create topic");
+                    return Err(Error::Kafka(rdkafka::error::KafkaError::AdminOp(code)));
                 }
             }
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.partition_count(topic).await.is_err() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
     }
 
+    /// The topic's partition count, from the cluster's metadata; `None` if it shows no such topic
+    /// (or none usable yet).
+    async fn existing_partitions(&self, topic: &str) -> Result<Option<i32>> {
+        let (config, topic) = (self.client_config(), topic.to_owned());
+        crate::blocking(move || lookup_partitions(&config, &topic)).await
+    }
+
     /// The topic's partition count, from the cluster's metadata.
     pub async fn partition_count(&self, topic: &str) -> Result<i32> {
-        let (config, topic) = (self.client_config(), topic.to_owned());
-        crate::blocking(move || {
-            let consumer: BaseConsumer = config.create()?;
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-            let found = metadata.topics().iter().find(|t| t.name() == topic);
-            match found {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    Ok(t.partitions().len() as i32)
-                }
-                _ => Err(Error::Kafka(rdkafka::error::KafkaError::MetadataFetch(
-                    RDKafkaErrorCode::UnknownTopicOrPartition,
-                ))),
-            }
-        })
-        .await
+        self.existing_partitions(topic).await?.ok_or(Error::Kafka(
+            rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        ))
     }
 
     /// Reads a topic from the beginning of every partition, without a consumer group, until
-    /// `count` messages have arrived or `timeout` has passed; returns what arrived. Tests use it
-    /// to check what the broker really holds.
+    /// `count` messages have arrived or `timeout` has passed (`Duration::MAX`: no deadline);
+    /// returns what arrived. Tests use it to check what the broker really holds.
+    ///
+    /// Errors the consumer reports along the way that are not fatal (a broker restarting, all
+    /// brokers down for a moment) are logged and skipped, as [`unless_fatal`] does; a fatal one is
+    /// returned.
     pub async fn read_topic(
         &self,
         topic: &str,
@@ -300,13 +331,13 @@ impl TestCluster {
                 assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
             }
             consumer.assign(&assignment)?;
-            let deadline = Instant::now() + timeout;
+            let deadline = crate::deadline(timeout);
             let mut messages = Vec::with_capacity(count);
             while messages.len() < count && Instant::now() < deadline {
-                match consumer.poll(Duration::from_millis(100)) {
-                    Some(Ok(message)) => messages.push(message.detach()),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => {}
+                if let Some(polled) = consumer.poll(Duration::from_millis(100)) {
+                    if let Some(message) = unless_fatal(polled.map_err(Error::from))? {
+                        messages.push(message.detach());
+                    }
                 }
             }
             messages.sort_by_key(|m| (m.partition(), m.offset()));
@@ -316,9 +347,99 @@ impl TestCluster {
     }
 
     fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap);
-        config
+        client_config(&self.bootstrap)
+    }
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+/// A topic's partition count in the cluster's metadata (blocking); `None` if the metadata shows
+/// no such topic, or none usable yet (an error for it, or no partitions).
+fn lookup_partitions(config: &ClientConfig, topic: &str) -> Result<Option<i32>> {
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    Ok(found
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
+}
+
+/// `Ok` if a topic that exists has the partition count asked for, or an error that says it does
+/// not (`None`: it is not in the metadata after all).
+fn same_partitions(topic: &str, existing: Option<i32>, asked: i32) -> Result<()> {
+    match existing {
+        Some(n) if n == asked => Ok(()),
+        Some(n) => Err(Error::Testing(format!(
+            "topic `{topic}` exists with {n} partitions, not the {asked} asked for: \
+             use another topic name, or delete it first"
+        ))),
+        None => Err(Error::Testing(format!(
+            "topic `{topic}` exists, but the cluster's metadata does not show its partitions"
+        ))),
+    }
+}
+
+/// What a read loop makes of one item of a consumer's stream: `Ok(Some(record))` for a record,
+/// `Ok(None)` for an error to skip, and `Err` for an error that must end the loop.
+///
+/// Consumers report errors they recover from by themselves (a broker restarting, a committed-offset
+/// fetch that some brokers answer with `GROUP_ID_NOT_FOUND` for a group that does not exist yet):
+/// those are logged as a `tracing` warning (`kafka_kit: consumer error; reading on`, with an
+/// `error` field) and skipped. A fatal error ([`Error::is_fatal`]), or a caught panic
+/// ([`Error::Panicked`]), ends the loop, as it ends kafka-kit's processing loops.
+///
+/// ```
+/// use kafka_kit::testing::unless_fatal;
+/// use kafka_kit::Error;
+/// use kafka_kit::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+///
+/// let transient = Error::from(KafkaError::MessageConsumption(RDKafkaErrorCode::GroupIdNotFound));
+/// assert!(matches!(unless_fatal::<u32>(Err(transient)), Ok(None)));
+/// let fatal = Error::from(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal));
+/// assert!(unless_fatal::<u32>(Err(fatal)).is_err());
+/// assert!(matches!(unless_fatal(Ok(7)), Ok(Some(7))));
+/// ```
+pub fn unless_fatal<T>(item: Result<T>) -> Result<Option<T>> {
+    match item {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.stops_loops() => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka_kit: consumer error; reading on");
+            Ok(None)
+        }
+    }
+}
+
+/// The next item of a stream of results (a [`Consumer`](crate::consumer::Consumer), lag
+/// reports) that is not an error to skip: errors that are not fatal are logged and skipped as
+/// [`unless_fatal`] says; `Some(Err(..))` is an error that must end the loop, and `None` the end
+/// of the stream.
+///
+/// ```no_run
+/// # async fn run(mut consumer: kafka_kit::consumer::Consumer) -> kafka_kit::Result<()> {
+/// use kafka_kit::testing::next_unless_fatal;
+///
+/// while let Some(record) = next_unless_fatal(&mut consumer).await {
+///     let record = record?; // only a fatal error (or a panic) ends the loop
+///     println!("{}@{}", record.partition(), record.offset());
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn next_unless_fatal<S, T>(stream: &mut S) -> Option<Result<T>>
+where
+    S: futures_util::Stream<Item = Result<T>> + Unpin + ?Sized,
+{
+    use futures_util::StreamExt as _;
+    loop {
+        match unless_fatal(stream.next().await?) {
+            Ok(Some(value)) => return Some(Ok(value)),
+            Ok(None) => continue,
+            Err(e) => return Some(Err(e)),
+        }
     }
 }
 
@@ -331,4 +452,49 @@ pub fn unique_name(prefix: &str) -> String {
 /// A short random id (8 hex digits), to name several topics and groups of one run alike.
 pub fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    fn consumption(code: RDKafkaErrorCode) -> Error {
+        Error::Kafka(KafkaError::MessageConsumption(code))
+    }
+
+    #[tokio::test]
+    async fn read_loops_skip_non_fatal_errors_and_stop_on_fatal_ones_and_panics() {
+        let items: Vec<Result<u32>> = vec![
+            Ok(1),
+            Err(consumption(RDKafkaErrorCode::GroupIdNotFound)),
+            Err(consumption(RDKafkaErrorCode::AllBrokersDown)),
+            Ok(2),
+            Err(Error::Kafka(KafkaError::MessageConsumptionFatal(
+                RDKafkaErrorCode::Fatal,
+            ))),
+            Ok(3),
+            Err(Error::Panicked {
+                callback: "RebalanceListener::on_assigned",
+                message: "boom".into(),
+            }),
+            Err(consumption(RDKafkaErrorCode::BrokerTransportFailure)),
+        ];
+        let mut stream = futures_util::stream::iter(items);
+        let mut seen = Vec::new();
+        while let Some(item) = next_unless_fatal(&mut stream).await {
+            seen.push(item.map_err(|e| e.to_string()));
+        }
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert_eq!(seen[..2], [Ok(1), Ok(2)]);
+        assert!(
+            matches!(&seen[2], Err(e) if e.contains("Fatal")),
+            "{seen:?}"
+        );
+        assert_eq!(seen[3], Ok(3));
+        assert!(
+            matches!(&seen[4], Err(e) if e.contains("panicked")),
+            "{seen:?}"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use kafka_kit::consumer::{Consumer, ConsumerRecord, StartAt};
 use kafka_kit::headers::Headers;
 use kafka_kit::monitoring::topic_health;
 use kafka_kit::producer::{Producer, Record};
-use kafka_kit::testing::TestCluster;
+use kafka_kit::testing::{next_unless_fatal, TestCluster};
 
 fn cluster() -> anyhow::Result<TestCluster> {
     common::init_tracing();
@@ -34,9 +34,10 @@ async fn read(
         .build()?;
     let mut records = Vec::new();
     while records.len() < count {
-        let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await?
-            .context("stream ended")??;
+        let record =
+            tokio::time::timeout(Duration::from_secs(30), next_unless_fatal(&mut consumer))
+                .await?
+                .context("stream ended")??;
         records.push(record);
     }
     consumer.close().await?;
@@ -200,7 +201,7 @@ async fn statistics_snapshots_arrive_with_rates_and_lag() -> anyhow::Result<()> 
     let mut last = None;
     for _ in 0..50 {
         last = Some(
-            tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            tokio::time::timeout(Duration::from_secs(30), next_unless_fatal(&mut consumer))
                 .await?
                 .context("stream ended")??,
         );

@@ -171,3 +171,204 @@ async fn bad_producer_config_is_a_typed_error() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `Duration::MAX` means "no deadline" everywhere a producer takes a timeout: building, sending
+/// into a full queue, flushing, closing and dropping never panic on an overflowing deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_max_means_no_deadline() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("duration-max");
+    cluster.create_topic(&topic, 1).await?;
+    // One message fills the queue, and a linger keeps it there for a while.
+    let config = cluster
+        .config()
+        .set("queue.buffering.max.messages", "1")
+        .linger(Duration::from_millis(300))
+        .build()?;
+    let producer: Producer = Producer::builder(&config)
+        .queue_full_timeout(Duration::MAX)
+        .close_timeout(Duration::MAX)
+        .build()?;
+    producer
+        .send_and_forget(Record::to(&topic).key("first").payload("1"))
+        .await?;
+    // The queue is full: this send waits, with no deadline, until the first is delivered.
+    let started = std::time::Instant::now();
+    producer
+        .send_and_forget(Record::to(&topic).key("second").payload("2"))
+        .await?;
+    ensure!(
+        started.elapsed() >= Duration::from_millis(100),
+        "the second send did not wait for room: {:?}",
+        started.elapsed()
+    );
+    producer.flush(Duration::MAX).await?;
+    producer
+        .send_and_forget(Record::to(&topic).key("third").payload("3"))
+        .await?;
+    producer.clone().close().await?;
+    // Dropping the last handle with a message in flight flushes through rdkafka, with no deadline.
+    producer
+        .send_and_forget(Record::to(&topic).key("fourth").payload("4"))
+        .await?;
+    ensure!(
+        producer.in_flight() > 0,
+        "nothing in flight to flush on drop"
+    );
+    tokio::task::spawn_blocking(move || drop(producer)).await?;
+    let messages = cluster.read_topic(&topic, 4, Duration::MAX).await?;
+    ensure!(messages.len() == 4, "{} messages", messages.len());
+    Ok(())
+}
+
+/// A zero queue-full timeout is allowed and means "don't wait": a full queue hands the message
+/// back at once. A zero close timeout only reports what is still in flight.
+#[tokio::test]
+async fn zero_producer_timeouts_do_not_wait() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("zero-timeouts");
+    cluster.create_topic(&topic, 1).await?;
+    let config = cluster
+        .config()
+        .set("queue.buffering.max.messages", "1")
+        .linger(Duration::from_millis(500))
+        .build()?;
+    let producer: Producer = Producer::builder(&config)
+        .queue_full_timeout(Duration::ZERO)
+        .close_timeout(Duration::ZERO)
+        .build()?;
+    producer
+        .send_and_forget(Record::to(&topic).key("first").payload("1"))
+        .await?;
+    let started = std::time::Instant::now();
+    let err = producer
+        .send_and_forget(Record::to(&topic).key("second").payload("2"))
+        .await
+        .err()
+        .context("a second message fit in a queue of one")?;
+    ensure!(
+        err.error.code() == Some(RDKafkaErrorCode::QueueFull),
+        "{err}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_millis(100),
+        "waited {:?} with a zero timeout",
+        started.elapsed()
+    );
+    let closed = producer.clone().close().await;
+    ensure!(
+        closed.is_err(),
+        "close with a zero timeout and a lingering message returned Ok"
+    );
+    producer.flush(Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+/// The test support's read-back helper reads on through errors that are not fatal: here its
+/// consumer sees the only broker go down (transport errors, all brokers down) and come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_topic_reads_on_through_non_fatal_errors() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = std::sync::Arc::new(TestCluster::embedded(1)?);
+    let topic = common::unique_topic("read-on");
+    cluster.create_topic(&topic, 1).await?;
+    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
+    let send = |from: usize| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            for i in from..from + 5 {
+                producer
+                    .send(Record::to(&topic).payload(&i.to_string()))
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    send(0).await?;
+    let reader = tokio::spawn({
+        let (cluster, topic) = (cluster.clone(), topic.clone());
+        async move {
+            cluster
+                .read_topic(&topic, 10, Duration::from_secs(60))
+                .await
+        }
+    });
+    // Let the reader fetch the first five, then take the broker away for a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mock = cluster.mock().context("embedded")?;
+    mock.with_mock(|mock| mock.broker_down(1))??;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mock.with_mock(|mock| mock.broker_up(1))??;
+    send(5).await?;
+    let messages = reader.await??;
+    let payloads: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(kafka_kit::rdkafka::Message::payload(m).unwrap_or_default())
+                .into_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    ensure!(payloads == expected, "read {payloads:?}");
+    Ok(())
+}
+
+/// `create_topic` creates only a missing topic: asking again is fine, and another partition count
+/// for an existing topic is a typed error rather than a silent mismatch.
+#[tokio::test]
+async fn create_topic_twice_and_with_another_partition_count() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("twice");
+    cluster.create_topic(&topic, 3).await?;
+    cluster.create_topic(&topic, 3).await?;
+    ensure!(cluster.partition_count(&topic).await? == 3);
+    let err = cluster
+        .create_topic(&topic, 5)
+        .await
+        .err()
+        .context("an existing topic of 3 partitions was accepted for 5")?;
+    ensure!(
+        matches!(&err, kafka_kit::Error::Testing(m) if m.contains("3 partitions, not the 5")),
+        "{err}"
+    );
+    ensure!(cluster.partition_count(&topic).await? == 3);
+    // The same through the embedded broker's own handle.
+    let embedded = cluster.mock().context("embedded")?;
+    embedded.create_topic(&topic, 3)?;
+    ensure!(embedded.create_topic(&topic, 4).is_err());
+    Ok(())
+}
+
+/// A cluster that cannot create topics over the protocol is fine for topics that exist. The
+/// embedded broker (librdkafka's mock cluster) has no CreateTopics handler at all: seen as an
+/// external cluster, asking it to create a topic times out ("Admin operation error:
+/// OperationTimedOut", after a minute), as librdkafka's standalone mock cluster did for the perf
+/// tool. `create_topic` looks in the metadata first, so an existing topic never asks.
+#[tokio::test]
+async fn create_topic_does_not_ask_for_an_existing_topic() -> anyhow::Result<()> {
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("exists");
+    cluster.create_topic(&topic, 2).await?;
+    let external = TestCluster::external(cluster.bootstrap_servers());
+    ensure!(!external.is_embedded());
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), external.create_topic(&topic, 2))
+        .await
+        .context("create_topic asked the cluster to create a topic that exists")??;
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = external
+        .create_topic(&topic, 6)
+        .await
+        .err()
+        .context("an existing topic of 2 partitions was accepted for 6")?;
+    ensure!(matches!(err, kafka_kit::Error::Testing(_)), "{err}");
+    Ok(())
+}
