@@ -253,6 +253,7 @@ impl ConsumerBuilder {
         let context = KitContext {
             shared: shared.clone(),
             start_at: self.start_at,
+            offset_reset: self.offset_reset,
             checkpoints: self.checkpoints.clone(),
             listener: self.listener,
         };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
 };
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::replay::{self, PartitionStart, StartAt, StartReason};
 use super::state::{Fetched, State, Step};
 use super::{Assigned, CheckpointStore, CommitOffsets, ConsumerRecord, RebalanceListener, Revoked};
-use super::{StopAt, TopicPartition};
+use super::{OffsetReset, StopAt, TopicPartition};
 use crate::error::{catch_panic, Error, Result};
 use crate::lock;
 
@@ -162,6 +162,7 @@ impl Shared {
 pub(super) struct KitContext {
     pub(super) shared: Arc<Shared>,
     pub(super) start_at: StartAt,
+    pub(super) offset_reset: OffsetReset,
     pub(super) checkpoints: Option<Arc<dyn CheckpointStore>>,
     pub(super) listener: Option<Arc<dyn RebalanceListener>>,
 }
@@ -511,9 +512,59 @@ fn poll_once(consumer: &BaseConsumer<KitContext>, shared: &Shared, timeout: Dura
         }
         Some(Err(error)) => {
             tracing::warn!(error = %error, "kafka_kit: consumer error");
+            if error.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupIdNotFound) {
+                start_unpositioned(consumer, shared);
+            }
             shared.report(error.into());
             false
         }
+    }
+}
+
+/// Some brokers answer the committed-offset fetch of a group that does not exist yet with
+/// GROUP_ID_NOT_FOUND, and librdkafka then leaves the partitions waiting for an offset that never
+/// comes. Such a group has nothing committed: the owned partitions with no position yet start
+/// where `auto.offset.reset` says, as they would have with an empty answer.
+fn start_unpositioned(consumer: &BaseConsumer<KitContext>, shared: &Shared) {
+    let reset = match consumer.context().offset_reset {
+        OffsetReset::Earliest => Offset::Beginning,
+        OffsetReset::Latest => Offset::End,
+        OffsetReset::Error => return, // the application asked to hear of it, and it has
+    };
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    // A partition in that state cannot be moved by a seek: it is assigned again, at the reset
+    // position, which needs no offset fetch. (Eager assignment is replaced whole: the partitions
+    // already under way keep their positions.)
+    let mut stalled = TopicPartitionList::new();
+    let mut whole = TopicPartitionList::new();
+    for e in positions.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        if e.offset() == Offset::Invalid && shared.state().owns(topic, partition) {
+            let _ = stalled.add_partition_offset(topic, partition, reset);
+            let _ = whole.add_partition_offset(topic, partition, reset);
+        } else {
+            let _ = whole.add_partition_offset(topic, partition, e.offset());
+        }
+    }
+    if stalled.count() == 0 {
+        return;
+    }
+    let result = match consumer.rebalance_protocol() {
+        RebalanceProtocol::Cooperative => consumer
+            .incremental_unassign(&stalled)
+            .and_then(|()| consumer.incremental_assign(&stalled)),
+        _ => consumer.assign(&whole),
+    };
+    if shared.state().paused() {
+        let _ = consumer.pause(&stalled);
+    }
+    match result {
+        Ok(()) => tracing::info!(partitions = stalled.count(), offset = ?reset,
+            "kafka_kit: the broker does not know the group yet; its partitions start where auto.offset.reset says"),
+        Err(error) => tracing::warn!(%error,
+            "kafka_kit: could not start the partitions of a group the broker does not know"),
     }
 }
 

@@ -377,6 +377,11 @@ impl State {
         Step::Poll { timeout, pause }
     }
 
+    /// Whether the assignment is paused for backpressure.
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
+    }
+
     /// The assignment was paused or resumed.
     pub(crate) fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
