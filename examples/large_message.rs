@@ -16,7 +16,7 @@ use kafka_kit::claim_check::{BlobRef, ClaimCheck, FsBlobStore};
 use kafka_kit::consumer::{Consumer, StartAt};
 use kafka_kit::headers::Headers;
 use kafka_kit::producer::{Producer, Record};
-use kafka_kit::testing::{run_id, TestCluster};
+use kafka_kit::testing::{next_unless_fatal, run_id, TestCluster};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -80,9 +80,11 @@ async fn main() -> anyhow::Result<()> {
         .start_at(StartAt::Beginning)
         .build()?;
     for expected in [&big, &small] {
-        let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+        // Errors that are not fatal are logged and skipped; a fatal one (or a caught panic) ends the read.
+        let record =
+            tokio::time::timeout(Duration::from_secs(30), next_unless_fatal(&mut consumer))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
         let in_kafka = record.payload().map_or(0, <[u8]>::len);
         let by_reference = record.json::<BlobRef>().is_ok() && in_kafka < 1024;
         let payload = claims.resolve(&record).await?;

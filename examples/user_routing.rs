@@ -19,6 +19,7 @@ use kafka_kit::config::{Compression, Preset};
 use kafka_kit::headers::Headers;
 use kafka_kit::partitioner::Md5Partitioner;
 use kafka_kit::producer::{DeliveryFuture, Producer, Record};
+use kafka_kit::rdkafka::types::RDKafkaErrorCode;
 use kafka_kit::testing::TestCluster;
 use serde::Serialize;
 
@@ -46,9 +47,16 @@ async fn main() -> anyhow::Result<()> {
 
     let cluster = TestCluster::from_env_or_embedded()?;
     println!("cluster: {}", cluster.describe());
-    // Uses the topic as it is if it exists; creates it with 6 partitions otherwise.
-    cluster.create_topic(TOPIC, 6).await?;
-    let partitions = cluster.partition_count(TOPIC).await?;
+    // Uses the topic as it is if it exists, whatever its partition count (the placement is checked
+    // against the count it has); creates it with 6 partitions otherwise.
+    let partitions = match cluster.partition_count(TOPIC).await {
+        Ok(partitions) => partitions,
+        Err(e) if e.code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            cluster.create_topic(TOPIC, 6).await?;
+            cluster.partition_count(TOPIC).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!("topic `{TOPIC}` has {partitions} partitions on this cluster\n");
 
     // The tutorial's producer: acks=all (plus idempotence), lz4, linger 10 ms, 32 KiB batches.

@@ -17,7 +17,7 @@ use kafka_kit::consumer::{
 };
 use kafka_kit::producer::{Producer, Record};
 use kafka_kit::rdkafka::Message;
-use kafka_kit::testing::TestCluster;
+use kafka_kit::testing::{next_unless_fatal, TestCluster};
 
 fn cluster() -> anyhow::Result<TestCluster> {
     common::init_tracing();
@@ -54,8 +54,10 @@ fn consumer(
         .offset_reset(OffsetReset::Earliest))
 }
 
+/// The next record within 30 s; consumer errors that are not fatal (a committed-offset fetch that
+/// some brokers answer with `GROUP_ID_NOT_FOUND` for a new group) are logged and skipped.
 async fn next(consumer: &mut Consumer) -> anyhow::Result<ConsumerRecord> {
-    let record = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+    let record = tokio::time::timeout(Duration::from_secs(30), next_unless_fatal(consumer))
         .await
         .context("no record within 30 s")?
         .context("the stream ended")??;

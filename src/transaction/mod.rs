@@ -15,6 +15,7 @@
 //! use kafka_kit::error::Recovery;
 //! use kafka_kit::producer::Record;
 //! use kafka_kit::transaction::TransactionalProducer;
+//! use kafka_kit::Error;
 //! use std::time::Duration;
 //!
 //! # async fn run(mut consumer: Consumer) -> anyhow::Result<()> {
@@ -22,7 +23,15 @@
 //! let producer: TransactionalProducer = TransactionalProducer::builder(&config, "points-1").build()?;
 //! producer.init(Duration::from_secs(30)).await?; // fences older instances with the same id
 //!
-//! let record = consumer.recv().await.expect("a record")?;
+//! // Errors the consumer recovers from by itself (a broker restarting, GROUP_ID_NOT_FOUND for a
+//! // new group) are skipped; a fatal one, or a caught panic, ends the read.
+//! let record = loop {
+//!     match consumer.recv().await.expect("a record") {
+//!         Ok(record) => break record,
+//!         Err(e) if e.is_fatal() || matches!(e, Error::Panicked { .. }) => return Err(e.into()),
+//!         Err(e) => eprintln!("consumer error, reading on: {e}"),
+//!     }
+//! };
 //! producer.begin()?;
 //! producer.send(Record::to("processed-events").key("1001").payload("{...}")).await?;
 //! let mut offsets = CommitOffsets::new();

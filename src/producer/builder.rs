@@ -1,0 +1,101 @@
+//! [`ProducerBuilder`]: the options of a [`Producer`], and the client's creation.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::ThreadedProducer;
+
+use super::delivery::{KitContext, Shared};
+use super::{Inner, Producer};
+use crate::config::KafkaConfig;
+use crate::error::Result;
+use crate::partitioner::{Md5Partitioner, Partitioning};
+
+/// Builds a [`Producer`].
+pub struct ProducerBuilder<C = ()> {
+    pub(super) config: KafkaConfig,
+    pub(super) partitioning: Partitioning,
+    pub(super) queue_full_timeout: Duration,
+    pub(super) close_timeout: Duration,
+    pub(super) _context: PhantomData<fn() -> C>,
+}
+
+impl<C> fmt::Debug for ProducerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("config", &self.config)
+            .field("partitioning", &self.partitioning)
+            .field("queue_full_timeout", &self.queue_full_timeout)
+            .field("close_timeout", &self.close_timeout)
+            .finish()
+    }
+}
+
+impl<C: Send + 'static> ProducerBuilder<C> {
+    /// How messages without an explicit partition are routed (default: [`Partitioning::Md5`]).
+    pub fn partitioning(mut self, partitioning: Partitioning) -> Self {
+        self.partitioning = partitioning;
+        self
+    }
+
+    /// How long a send waits for room when the local queue is full before it fails and hands the
+    /// message back (default 30 s). Zero is allowed and fails at once, without waiting: for callers
+    /// that would rather retry or shed load themselves. `Duration::MAX` waits with no deadline.
+    pub fn queue_full_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_full_timeout = timeout;
+        self
+    }
+
+    /// How long [`Producer::close`], and dropping the producer, wait for messages in flight
+    /// (default 30 s). Zero is allowed: `close` then only reports whether anything was still in
+    /// flight, and dropping purges at once (the purged messages' results still reach their futures
+    /// and callbacks). `Duration::MAX`, or anything above librdkafka's limit of `i32::MAX`
+    /// milliseconds (about 24.8 days), waits with no deadline.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Creates the producer.
+    pub fn build(self) -> Result<Producer<C>> {
+        let (config, partitioner) = match self.partitioning.librdkafka_name() {
+            None => {
+                let mut extra = Vec::new();
+                // librdkafka hands keyless messages to a custom partitioner only without sticky
+                // partitioning; keep the user's choice if they made one.
+                if self.config.get("sticky.partitioning.linger.ms").is_none() {
+                    extra.push(("sticky.partitioning.linger.ms", "0"));
+                }
+                // rdkafka 0.39 installs a custom partitioner on librdkafka's default topic
+                // configuration, which exists only once a topic-level property is set: without
+                // one it dereferences NULL. Setting librdkafka's own default makes sure it exists.
+                if self.config.get("message.timeout.ms").is_none()
+                    && self.config.get("delivery.timeout.ms").is_none()
+                {
+                    extra.push(("message.timeout.ms", "300000"));
+                }
+                (self.config.with(extra)?, Some(Md5Partitioner::new()))
+            }
+            Some(name) => (self.config.with([("partitioner", name)])?, None),
+        };
+        let shared = Arc::new(Shared::default());
+        let context = KitContext {
+            partitioner,
+            shared: shared.clone(),
+            _context: PhantomData,
+        };
+        let producer: ThreadedProducer<KitContext<C>, Md5Partitioner> =
+            config.to_client_config().create_with_context(context)?;
+        tracing::debug!(bootstrap = config.bootstrap_servers(), partitioning = ?self.partitioning, "kafka_kit: producer created");
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                producer,
+                shared,
+                queue_full_timeout: self.queue_full_timeout,
+                close_timeout: self.close_timeout,
+            }),
+        })
+    }
+}
