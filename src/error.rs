@@ -166,11 +166,22 @@ impl Error {
 }
 
 impl Error {
-    /// Whether a processing loop ([`AtLeastOnce`](crate::consumer::processing::AtLeastOnce),
-    /// [`ExactlyOnce`](crate::transaction::ExactlyOnce)) must stop on this error from its
-    /// consumer: a fatal error or a panic. Anything else (a broker restarting, a group that does
-    /// not exist yet) is reported, and the loop goes on.
-    pub(crate) fn stops_loops(&self) -> bool {
+    /// Whether a loop reading a consumer should stop on this error: it is fatal, or application
+    /// code kafka-kit called panicked ([`Error::Panicked`]). Anything else a consumer reports (a
+    /// broker restarting, a group the broker does not know yet) is transient: log it and read
+    /// on. kafka-kit's own loops ([`AtLeastOnce`](crate::consumer::processing::AtLeastOnce),
+    /// [`ExactlyOnce`](crate::transaction::ExactlyOnce)) do exactly that.
+    ///
+    /// ```
+    /// use kafka_kit::Error;
+    /// use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    ///
+    /// let transient = Error::from(KafkaError::MessageConsumption(RDKafkaErrorCode::GroupIdNotFound));
+    /// assert!(!transient.ends_processing());
+    /// let panicked = Error::Panicked { callback: "RebalanceListener::on_assigned", message: "boom".into() };
+    /// assert!(panicked.ends_processing());
+    /// ```
+    pub fn ends_processing(&self) -> bool {
         self.is_fatal() || matches!(self, Error::Panicked { .. })
     }
 

@@ -406,7 +406,7 @@ fn same_partitions(topic: &str, existing: Option<i32>, asked: i32) -> Result<()>
 pub fn unless_fatal<T>(item: Result<T>) -> Result<Option<T>> {
     match item {
         Ok(value) => Ok(Some(value)),
-        Err(e) if e.stops_loops() => Err(e),
+        Err(e) if e.ends_processing() => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "kafka_kit: consumer error; reading on");
             Ok(None)

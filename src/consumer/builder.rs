@@ -10,7 +10,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use tokio::sync::mpsc;
 
-use super::poll::{self, CloseWait, Inner, KitContext, Shared};
+use super::poll::{self, CloseWait, Inner, Shared};
+use super::rebalance::KitContext;
 use super::{
     Assignment, CheckpointStore, Consumer, Isolation, OffsetReset, RebalanceListener, StartAt,
     StopAt,
@@ -160,7 +161,7 @@ impl ConsumerBuilder {
     }
 
     /// How long a revocation waits for records of the revoked partitions still being processed
-    /// by an [`AtLeastOnce`](processing::AtLeastOnce) loop (default 10 s). Past it, the processed
+    /// by an [`AtLeastOnce`](super::processing::AtLeastOnce) loop (default 10 s). Past it, the processed
     /// offsets are committed anyway, and the new owner may process those records again.
     pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
         self.revoke_timeout = timeout;

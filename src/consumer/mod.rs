@@ -19,8 +19,16 @@
 //!     .topics(["user-events"])
 //!     .offset_reset(OffsetReset::Earliest)
 //!     .build()?;
-//! while let Some(record) = consumer.next().await {
-//!     let record = record?;
+//! while let Some(item) = consumer.next().await {
+//!     let record = match item {
+//!         Ok(record) => record,
+//!         // A broker restarting, a group the broker does not know yet: reported, not the end.
+//!         Err(e) if !e.ends_processing() => {
+//!             eprintln!("reading on: {e}");
+//!             continue;
+//!         }
+//!         Err(e) => return Err(e.into()),
+//!     };
 //!     let event: serde_json::Value = record.json()?;
 //!     println!("{:?}@{}: {event}", record.key_str(), record.offset());
 //!     consumer.commit(&record).await?; // commits offset + 1: the next one to read
@@ -58,6 +66,24 @@
 //! waits for the application except for that bounded wait: they cannot deadlock against the
 //! consuming task. Eager and cooperative (`cooperative-sticky`) assignment both work.
 //!
+//! # Errors, panics and shutdown
+//!
+//! - The stream carries errors in order with the records. Most are transient (a broker
+//!   restarting, a group the broker does not know yet): read on after them, and stop only where
+//!   [`Error::ends_processing`] says. The polling thread never waits for the application to take
+//!   them: a repeated error is queued once, and at most 64 wait.
+//! - A panic in a [`RebalanceListener`] hook or a [`CheckpointStore`] is caught: it reaches the
+//!   stream as [`Error::Panicked`] (and a `tracing` error), and the consumer goes on serving the
+//!   group. A polling thread that dies for any reason ends the stream with an error, never with a
+//!   silent `None`.
+//! - [`Consumer::close`] and dropping a consumer return within
+//!   [`revoke_timeout`](ConsumerBuilder::revoke_timeout) plus one second, whatever the
+//!   application or the cluster does; a close still waiting for an unreachable coordinator
+//!   finishes in the background.
+//! - After a crash, a member is noticed only when its session times out, and one killed during a
+//!   rebalance holds the group up to `max.poll.interval.ms`. [`ConsumerBuilder::instance_id`]
+//!   (static membership) lets a restarted member take its old place at once.
+//!
 //! # Replay from a time
 //!
 //! [`StartAt::Time`] (or [`StartAt::ago`]) starts each partition at its first record at or after a
@@ -74,6 +100,7 @@ pub mod checkpoint;
 mod lag;
 mod poll;
 pub mod processing;
+mod rebalance;
 mod record;
 mod replay;
 mod state;

@@ -337,7 +337,7 @@ impl AtLeastOnce {
                 }
                 record = consumer.recv() => match record {
                     None => break Ok(()),
-                    Some(Err(e)) if e.stops_loops() => break Err(e),
+                    Some(Err(e)) if e.ends_processing() => break Err(e),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "kafka_kit: consumer error; going on");
                         continue;
@@ -522,7 +522,7 @@ where
         }
         match self.handle.commit_processed(mode).await {
             Ok(()) => drop(self.counters.commits.fetch_add(1, Ordering::Relaxed)),
-            Err(e) if e.stops_loops() => return Err(e),
+            Err(e) if e.ends_processing() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries")
             }

@@ -309,7 +309,7 @@ impl State {
     pub(crate) fn failed(&mut self, error: Error) -> bool {
         let repeated =
             matches!(self.queue.back(), Some(Err(last)) if last.to_string() == error.to_string());
-        let crowded = self.queued_errors >= MAX_QUEUED_ERRORS && !error.stops_loops();
+        let crowded = self.queued_errors >= MAX_QUEUED_ERRORS && !error.ends_processing();
         if repeated || crowded {
             return false;
         }

@@ -185,7 +185,7 @@ impl<S: Source, K: Sink> Core<S, K> {
                         self.commit().await?;
                     }
                 }
-                Event::Record(Some(Err(e))) if e.stops_loops() => {
+                Event::Record(Some(Err(e))) if e.ends_processing() => {
                     self.abort_if_open(&e.to_string()).await?;
                     return Err(e);
                 }
@@ -1489,7 +1489,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(error.to_string(), make().to_string());
-            assert!(error.stops_loops(), "{error:?}");
+            assert!(error.ends_processing(), "{error:?}");
             assert_eq!(
                 calls(&shared),
                 strs(&[
