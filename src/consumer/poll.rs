@@ -235,9 +235,9 @@ fn poll_once(consumer: &BaseConsumer<KitContext>, shared: &Shared, timeout: Dura
         None => false,
         Some(Ok(message)) => {
             let record = ConsumerRecord::new(message.detach(), shared.generation());
-            let (topic, partition) = (record.topic().to_owned(), record.partition());
-            if shared.state().fetched(record) == Fetched::Stopped(true) {
-                pause_partition(consumer, &topic, partition);
+            let fetched = shared.state().fetched(record);
+            if let Fetched::FirstPastStop(record) = fetched {
+                pause_partition(consumer, record.topic(), record.partition());
             }
             true
         }

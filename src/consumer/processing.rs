@@ -38,7 +38,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -54,6 +53,7 @@ use tokio::task::JoinSet;
 
 use futures_util::FutureExt as _;
 
+use super::state::PartitionMap;
 use super::{Consumer, ConsumerHandle, ConsumerRecord, InFlight};
 use crate::config::{ConfigError, Problem};
 use crate::error::{Error, Result};
@@ -308,8 +308,8 @@ impl AtLeastOnce {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut ticker = tokio::time::interval(commit_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lanes: HashMap<(String, i32), mpsc::Sender<(ConsumerRecord, InFlight)>> =
-            HashMap::new();
+        let mut lanes: PartitionMap<mpsc::Sender<(ConsumerRecord, InFlight)>> =
+            PartitionMap::default();
         let mut workers = JoinSet::new();
 
         let result: Result<()> = loop {
@@ -352,8 +352,8 @@ impl AtLeastOnce {
                 }
                 continue;
             }
-            let key = (record.topic().to_owned(), record.partition());
-            let lane = lanes.entry(key).or_insert_with(|| {
+            let (topic, partition) = (record.topic(), record.partition());
+            if lanes.get(topic, partition).is_none() {
                 let (sender, mut receiver) = mpsc::channel::<(ConsumerRecord, InFlight)>(64);
                 let worker = worker.clone();
                 workers.spawn(async move {
@@ -362,8 +362,11 @@ impl AtLeastOnce {
                     }
                     Ok(())
                 });
-                sender
-            });
+                lanes.insert_value(topic, partition, sender);
+            }
+            let Some(lane) = lanes.get(topic, partition) else {
+                continue; // cannot happen: inserted just above
+            };
             // A lane that stopped on an error (reported above on the next turn) drops the record,
             // and its guard releases it.
             let _ = lane.send((record, in_flight)).await;

@@ -86,12 +86,15 @@ pub(crate) enum Step {
 }
 
 /// What happened to a record the polling thread fetched.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Fetched {
     /// Queued for the application.
     Queued,
-    /// Past the stop: dropped. `true` the first time for its partition (pause it).
-    Stopped(bool),
+    /// Past the stop, and the first of its partition to be: pause the partition. The record is
+    /// handed back (it is not for the application) to name it.
+    FirstPastStop(ConsumerRecord),
+    /// Past the stop again: dropped.
+    PastStop,
 }
 
 /// The consumer's state. See the [module documentation](self).
@@ -292,7 +295,11 @@ impl State {
     pub(crate) fn fetched(&mut self, record: ConsumerRecord) -> Fetched {
         match self.stop_at {
             Some(stop) if stop.is_past(record.offset(), record.timestamp().to_millis()) => {
-                Fetched::Stopped(self.stop(record.topic(), record.partition()))
+                if self.stop(record.topic(), record.partition()) {
+                    Fetched::FirstPastStop(record)
+                } else {
+                    Fetched::PastStop
+                }
             }
             _ => {
                 self.queue.push_back(Ok(record));
@@ -733,15 +740,18 @@ mod tests {
     fn stops_end_the_stream_once_every_assigned_partition_reached_them() {
         let mut state = State::new(Some(StopAt::Offset(10)));
         state.assign([("t", 0), ("t", 1)]);
-        assert_eq!(state.fetched(record(&state, "t", 0, 9)), Fetched::Queued);
-        assert_eq!(
+        assert!(matches!(
+            state.fetched(record(&state, "t", 0, 9)),
+            Fetched::Queued
+        ));
+        assert!(matches!(
             state.fetched(record(&state, "t", 0, 10)),
-            Fetched::Stopped(true)
-        );
-        assert_eq!(
+            Fetched::FirstPastStop(_)
+        ));
+        assert!(matches!(
             state.fetched(record(&state, "t", 0, 11)),
-            Fetched::Stopped(false)
-        );
+            Fetched::PastStop
+        ));
         let assignment = [("t", 0), ("t", 1)];
         // Records still waiting: not over.
         assert!(!state.may_be_over());
@@ -762,14 +772,14 @@ mod tests {
         let mut state = State::new(Some(StopAt::Time(1_000)));
         state.assign([("t", 0)]);
         let generation = state.generation();
-        assert_eq!(
+        assert!(matches!(
             state.fetched(record_at(generation, "t", 0, 0, 1_000)),
             Fetched::Queued
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             state.fetched(record_at(generation, "t", 0, 1, 1_001)),
-            Fetched::Stopped(true)
-        );
+            Fetched::FirstPastStop(_)
+        ));
         assert!(!state.end_is_stop(999));
         assert!(state.end_is_stop(1_000));
         assert!(!State::new(Some(StopAt::Offset(3))).end_is_stop(i64::MAX));
