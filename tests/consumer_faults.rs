@@ -463,3 +463,37 @@ async fn group_id_not_found_on_the_offset_fetch_is_reported_and_reading_goes_on(
     }
     Ok(())
 }
+
+/// A hook that never returns holds nothing but its own thread: `drop` returns within the revoke
+/// timeout plus a second, and the stuck polling thread is left to finish in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_never_returns_does_not_hold_the_drop() -> anyhow::Result<()> {
+    struct Stuck(Arc<AtomicBool>);
+    impl RebalanceListener for Stuck {
+        fn on_assigned(&self, _: &Assigned) {
+            self.0.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(30));
+        }
+    }
+    common::init_tracing();
+    let cluster = TestCluster::embedded(1)?;
+    let topic = common::unique_topic("stuck");
+    common::fill_partitions(&cluster, &topic, &[1]).await?;
+    let config = cluster.consumer_config().build()?;
+    let entered = Arc::new(AtomicBool::new(false));
+    let consumer = consumer(&config, &common::unique_topic("stuck"), &topic)
+        .listener(Stuck(entered.clone()))
+        .revoke_timeout(Duration::from_secs(1))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !entered.load(Ordering::SeqCst) {
+        ensure!(Instant::now() < deadline, "never assigned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    let took = start.elapsed();
+    println!("drop with the polling thread stuck in a hook: {took:?}");
+    ensure!(took < Duration::from_millis(2_500), "drop took {took:?}");
+    Ok(())
+}
