@@ -104,6 +104,7 @@ mod rebalance;
 mod record;
 mod replay;
 mod state;
+mod tracker;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -207,6 +208,9 @@ pub struct Revoked {
     /// The processed offsets committed for them before they went, or why that commit failed (the
     /// new owner then reads those records again: at least once).
     pub committed: std::result::Result<CommitOffsets, String>,
+    /// The offsets that commit sent, whether or not it succeeded: for each partition, the
+    /// processed prefix (never past a record still in processing).
+    pub offsets: CommitOffsets,
 }
 
 /// A Kafka consumer. See the [module documentation](self).
@@ -427,7 +431,23 @@ pub(crate) struct ConsumerHandle {
     inner: Arc<Inner>,
 }
 
+/// A [`ConsumerHandle`] that does not keep the consumer open.
+#[derive(Clone)]
+pub(crate) struct WeakHandle(std::sync::Weak<Inner>);
+
+impl WeakHandle {
+    pub(crate) fn upgrade(&self) -> Option<ConsumerHandle> {
+        Some(ConsumerHandle {
+            inner: self.0.upgrade()?,
+        })
+    }
+}
+
 impl ConsumerHandle {
+    pub(crate) fn downgrade(&self) -> WeakHandle {
+        WeakHandle(Arc::downgrade(&self.inner))
+    }
+
     pub(crate) fn is_current(&self, record: &ConsumerRecord) -> bool {
         self.inner.shared.is_current(record)
     }
@@ -436,20 +456,31 @@ impl ConsumerHandle {
         self.inner.shared.state().owns(topic, partition)
     }
 
-    pub(crate) fn mark_processed(&self, record: &ConsumerRecord) {
-        self.inner.shared.state().mark_processed(record);
-    }
-
-    /// Counts `record` as being processed until the returned guard is dropped: a revoke of its
-    /// partition waits for it (up to the revoke timeout), and a processing task that is
-    /// cancelled midway releases it all the same.
-    pub(crate) fn start(&self, record: &ConsumerRecord) -> InFlight {
-        self.hold(record.topic(), record.partition());
+    /// Takes `record` for processing until the returned guard is finished or dropped: a revoke
+    /// of its partition waits for it (up to the revoke timeout), and commits never pass it
+    /// until it is finished as done. A processing task cancelled midway gives it up all the same.
+    pub(crate) fn start(&self, record: Arc<ConsumerRecord>) -> InFlight {
+        self.inner.shared.state().take_record(&record);
         InFlight {
             handle: self.clone(),
-            topic: record.topic().to_owned(),
-            partition: record.partition(),
+            record,
+            settled: false,
         }
+    }
+
+    /// Asks the polling thread to stop fetching a partition (a key has too much waiting).
+    pub(crate) fn hold_back(&self, topic: &str, partition: i32) {
+        self.inner.shared.state().hold_back(topic, partition);
+    }
+
+    /// Ends one [`hold_back`](Self::hold_back).
+    pub(crate) fn let_go(&self, topic: &str, partition: i32) {
+        self.inner.shared.state().let_go(topic, partition);
+    }
+
+    /// Each owned partition's commit point (see [`CommitOffsets`]): what a commit would send now.
+    pub(crate) fn commit_points(&self) -> CommitOffsets {
+        self.inner.shared.state().commit_points()
     }
 
     /// Work on this partition is under way: a revoke waits for it (up to the revoke timeout).
@@ -491,12 +522,32 @@ impl ConsumerHandle {
 /// A record being processed; see [`ConsumerHandle::start`].
 pub(crate) struct InFlight {
     handle: ConsumerHandle,
-    topic: String,
-    partition: i32,
+    record: Arc<ConsumerRecord>,
+    settled: bool,
+}
+
+impl InFlight {
+    /// The record.
+    pub(crate) fn record(&self) -> &Arc<ConsumerRecord> {
+        &self.record
+    }
+
+    /// Ends processing: `done` (processed or dead-lettered: commits may pass it) or given up.
+    pub(crate) fn finish(mut self, done: bool) {
+        self.settle(done);
+    }
+
+    fn settle(&mut self, done: bool) {
+        if !std::mem::replace(&mut self.settled, true) {
+            let shared = &self.handle.inner.shared;
+            shared.state().finish(&self.record, done);
+            shared.notify_finished();
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.handle.release(&self.topic, self.partition);
+        self.settle(false);
     }
 }

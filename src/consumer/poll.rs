@@ -110,6 +110,11 @@ impl Shared {
     /// Ends one hold on a partition, and wakes a revoke that may be waiting for it.
     pub(super) fn release(&self, topic: &str, partition: i32) {
         self.state().release(topic, partition);
+        self.notify_finished();
+    }
+
+    /// Wakes a revoke that may be waiting for work to finish.
+    pub(super) fn notify_finished(&self) {
         self.finished.notify_all();
     }
 
@@ -191,6 +196,7 @@ fn poll_loop(
     let mut last_poll: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
         serve_seeks(consumer, &shared);
+        serve_hold_backs(consumer, &shared);
         let (step, may_be_over) = {
             let mut state = shared.state();
             // Only this thread sends, so room seen is room had.
@@ -340,6 +346,37 @@ fn seek(
     Ok(())
 }
 
+/// Pauses the partitions a processing loop holds back (a key with too much waiting), and resumes
+/// those it let go of (unless the whole assignment is paused for backpressure).
+fn serve_hold_backs(consumer: &BaseConsumer<KitContext>, shared: &Shared) {
+    let (changes, paused) = {
+        let mut state = shared.state();
+        (state.take_held_back_changes(), state.paused())
+    };
+    for (topic, partition, held) in changes {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, partition);
+        let result = if held {
+            consumer.pause(&list)
+        } else if !paused {
+            consumer.resume(&list)
+        } else {
+            Ok(())
+        };
+        match result {
+            Ok(()) => tracing::debug!(
+                topic,
+                partition,
+                held,
+                "kafka_kit: a key's queue is full; partition held back"
+            ),
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "kafka_kit: could not hold back or let go of a partition")
+            }
+        }
+    }
+}
+
 fn set_paused(consumer: &BaseConsumer<KitContext>, shared: &Shared, pause: bool) {
     let Ok(assignment) = consumer.assignment() else {
         return;
@@ -351,7 +388,23 @@ fn set_paused(consumer: &BaseConsumer<KitContext>, shared: &Shared, pause: bool)
     };
     match result {
         Ok(()) => {
-            shared.state().set_paused(pause);
+            let mut state = shared.state();
+            state.set_paused(pause);
+            if !pause {
+                // Resuming the assignment resumed what a processing loop holds back too.
+                let held = assignment.elements();
+                let mut list = TopicPartitionList::new();
+                for e in held
+                    .iter()
+                    .filter(|e| state.is_held_back(e.topic(), e.partition()))
+                {
+                    list.add_partition(e.topic(), e.partition());
+                }
+                drop(state);
+                if list.count() > 0 {
+                    let _ = consumer.pause(&list);
+                }
+            }
             tracing::debug!(paused = pause, "kafka_kit: buffer backpressure");
         }
         Err(e) => tracing::warn!(error = %e, "kafka_kit: could not pause or resume"),

@@ -171,7 +171,7 @@ impl KitContext {
         let committed = match result {
             Ok(()) => {
                 tracing::info!(partitions = ?listed, committed = ?to_commit, "kafka_kit: partitions revoked");
-                Ok(to_commit)
+                Ok(to_commit.clone())
             }
             Err(e) => {
                 tracing::warn!(partitions = ?listed, error = %e, offsets = ?to_commit,
@@ -187,6 +187,7 @@ impl KitContext {
             l.on_revoked(&Revoked {
                 partitions: listed,
                 committed,
+                offsets: to_commit,
             })
         });
     }

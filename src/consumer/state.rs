@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::record::{CommitOffsets, ConsumerRecord, NextOffset};
 use super::replay::StopAt;
+use super::tracker::Tracker;
 use crate::error::Error;
 
 /// How often the polling thread serves librdkafka's events (rebalances) at the least, whatever
@@ -114,13 +115,20 @@ pub(crate) struct State {
     processed: CommitOffsets,
     /// The highest offsets the group confirmed committing.
     committed: CommitOffsets,
-    /// Records handed to a processing loop and not yet finished, per partition.
+    /// Holds on partitions: records handed to a processing loop and not yet finished, or an
+    /// open transaction. A revoke waits for them.
     in_flight: PartitionMap<usize>,
+    /// Records taken by a processing loop, per partition: commits never pass one not done.
+    trackers: PartitionMap<Tracker>,
     /// Records and errors fetched but not yet handed over, in order.
     queue: VecDeque<Result<ConsumerRecord, Error>>,
     queued_errors: usize,
     /// Whether the assignment is paused for backpressure.
     paused: bool,
+    /// Partitions a processing loop asked to pause (a key's queue is full), with how many times.
+    held_back: PartitionMap<usize>,
+    /// Partitions whose hold-back changed, for the polling thread to pause or resume.
+    held_back_changes: Vec<(String, i32)>,
     /// Partitions that reached the stop.
     stopped: PartitionMap<()>,
     stop_at: Option<StopAt>,
@@ -166,6 +174,7 @@ impl State {
         self.next_generation();
         for (topic, partition) in partitions {
             self.owned.remove(topic, *partition);
+            self.held_back.remove(topic, *partition);
             if lost {
                 self.forget(topic, *partition);
             } else {
@@ -204,6 +213,7 @@ impl State {
         let other = |t: &str, p: i32| t != topic || p != partition;
         self.processed.retain(other);
         self.committed.retain(other);
+        self.trackers.remove(topic, partition);
     }
 
     /// Whether a revoke is under way (waiting for work on its partitions to finish).
@@ -255,17 +265,51 @@ impl State {
         }
     }
 
-    /// `record` was processed: its partition commits past it, if still committable.
+    /// A processing loop took `record`: a revoke waits for it, and commits do not pass it until
+    /// it is [finished](Self::finish) as done.
+    pub(crate) fn take_record(&mut self, record: &ConsumerRecord) {
+        let (topic, partition) = (record.topic(), record.partition());
+        self.hold(topic, partition);
+        match self.trackers.get_mut(topic, partition) {
+            Some(tracker) => tracker.take(record.offset(), record.generation),
+            None => {
+                let mut tracker = Tracker::default();
+                tracker.take(record.offset(), record.generation);
+                self.trackers.insert_value(topic, partition, tracker);
+            }
+        }
+    }
+
+    /// A taken record is finished: processed or dead-lettered (`done`), or given up (its
+    /// partition went, the loop stopped), which commits never pass.
+    pub(crate) fn finish(&mut self, record: &ConsumerRecord, done: bool) {
+        let (topic, partition) = (record.topic(), record.partition());
+        if let Some(tracker) = self.trackers.get_mut(topic, partition) {
+            tracker.finish(record.offset(), record.generation, done);
+        }
+        if done {
+            self.mark_processed(record);
+        }
+        self.release(topic, partition);
+    }
+
+    /// `record` was processed: its partition commits past it, if still committable (and not
+    /// past a record taken by a processing loop and not done).
     pub(crate) fn mark_processed(&mut self, record: &ConsumerRecord) {
         if self.may_commit(record.topic(), record.partition()) {
             self.processed.insert_after(record);
         }
     }
 
-    /// The processed offsets not yet confirmed committed, of partitions still committable.
+    /// The processed offsets not yet confirmed committed, of partitions still committable; never
+    /// past a record taken and not done.
     pub(crate) fn pending_commits(&self) -> CommitOffsets {
         let mut pending = CommitOffsets::new();
         for (topic, partition, offset) in self.processed.iter() {
+            let offset = match self.commit_limit(topic, partition) {
+                Some(limit) => offset.min(limit),
+                None => offset,
+            };
             let done = self
                 .committed
                 .get(topic, partition)
@@ -275,6 +319,25 @@ impl State {
             }
         }
         pending
+    }
+
+    /// The first record of a partition taken by a processing loop and not done.
+    fn commit_limit(&self, topic: &str, partition: i32) -> Option<NextOffset> {
+        self.trackers
+            .get(topic, partition)?
+            .first_unfinished()
+            .map(NextOffset)
+    }
+
+    /// Each owned partition's commit point: the next-to-read offset a commit would send now
+    /// (processed, and not past a record not done), or the committed one.
+    pub(crate) fn commit_points(&self) -> CommitOffsets {
+        let mut points = self.committed.clone();
+        for (topic, partition, offset) in self.pending_commits().iter() {
+            points.insert(topic, partition, offset);
+        }
+        points.retain(|t, p| self.owns(t, p));
+        points
     }
 
     /// The group confirmed these next-to-read offsets.
@@ -387,6 +450,51 @@ impl State {
     /// Whether the assignment is paused for backpressure.
     pub(crate) fn paused(&self) -> bool {
         self.paused
+    }
+
+    /// A processing loop asks to stop fetching a partition (one of its keys has too much
+    /// waiting), until as many [`let_go`](Self::let_go)s.
+    pub(crate) fn hold_back(&mut self, topic: &str, partition: i32) {
+        match self.held_back.get_mut(topic, partition) {
+            Some(n) => *n += 1,
+            None => {
+                self.held_back.insert_value(topic, partition, 1);
+                self.held_back_changes.push((topic.to_owned(), partition));
+            }
+        }
+    }
+
+    /// Ends one [`hold_back`](Self::hold_back).
+    pub(crate) fn let_go(&mut self, topic: &str, partition: i32) {
+        let last = match self.held_back.get_mut(topic, partition) {
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if last {
+            self.held_back.remove(topic, partition);
+            self.held_back_changes.push((topic.to_owned(), partition));
+        }
+    }
+
+    /// Whether a partition is held back by a processing loop.
+    pub(crate) fn is_held_back(&self, topic: &str, partition: i32) -> bool {
+        self.held_back.contains(topic, partition)
+    }
+
+    /// The partitions whose hold-back changed since the last call, each with whether it is
+    /// held back now (pause) or not (resume, unless the whole assignment is paused).
+    pub(crate) fn take_held_back_changes(&mut self) -> Vec<(String, i32, bool)> {
+        let changes = std::mem::take(&mut self.held_back_changes);
+        changes
+            .into_iter()
+            .map(|(t, p)| {
+                let held = self.held_back.contains(&t, p);
+                (t, p, held)
+            })
+            .collect()
     }
 
     /// The assignment was paused or resumed.
@@ -567,6 +675,60 @@ mod tests {
         // Gone: nothing of it is committable or pending any more.
         assert!(!state.revoke_pending() && !state.may_commit("t", 0));
         assert!(state.pending_commits().is_empty());
+    }
+
+    #[test]
+    fn commits_never_pass_a_taken_record_that_is_not_done() {
+        let mut state = State::new(None);
+        state.assign([("t", 0)]);
+        let records: Vec<_> = (0..5).map(|o| record(&state, "t", 0, o)).collect();
+        for r in &records {
+            state.take_record(r);
+        }
+        // Out of order: 1, 3 and 4 finish; 0 and 2 are still being processed.
+        for o in [1, 3, 4] {
+            state.finish(&records[o], true);
+        }
+        // 0 is not done: a commit sends 0 at the most.
+        assert_eq!(offsets(&state.pending_commits()), [("t".into(), 0, 0)]);
+        state.finish(&records[0], true);
+        assert_eq!(offsets(&state.pending_commits()), [("t".into(), 0, 2)]);
+        assert_eq!(offsets(&state.commit_points()), [("t".into(), 0, 2)]);
+        // 2 is given up (its task was cancelled): the commit point stays before it for good.
+        state.finish(&records[2], false);
+        assert_eq!(offsets(&state.pending_commits()), [("t".into(), 0, 2)]);
+        assert!(!state.busy(&parts(&[("t", 0)])));
+        // A revoke commits exactly the finished prefix, and the partition starts afresh.
+        state.begin_revoke(&parts(&[("t", 0)]), false);
+        assert_eq!(
+            offsets(&state.revoke_commits(&parts(&[("t", 0)]))),
+            [("t".into(), 0, 2)]
+        );
+        state.end_revoke(&parts(&[("t", 0)]));
+        state.assign([("t", 0)]);
+        let again = record(&state, "t", 0, 2);
+        state.take_record(&again);
+        state.finish(&again, true);
+        assert_eq!(offsets(&state.pending_commits()), [("t".into(), 0, 3)]);
+    }
+
+    #[test]
+    fn hold_backs_count_and_report_their_changes_once() {
+        let mut state = State::new(None);
+        state.assign([("t", 0)]);
+        state.hold_back("t", 0);
+        state.hold_back("t", 0);
+        assert_eq!(state.take_held_back_changes(), [("t".to_owned(), 0, true)]);
+        state.let_go("t", 0);
+        assert!(state.is_held_back("t", 0));
+        assert!(state.take_held_back_changes().is_empty());
+        state.let_go("t", 0);
+        assert_eq!(state.take_held_back_changes(), [("t".to_owned(), 0, false)]);
+        // A revoke forgets it; a late let go is harmless.
+        state.hold_back("t", 0);
+        state.begin_revoke(&parts(&[("t", 0)]), true);
+        state.let_go("t", 0);
+        assert!(!state.is_held_back("t", 0));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   with an error instead, uncommitted, so that it is read again after a restart.
 //!
 //! ```no_run
-//! use std::sync::Arc;
+//! use std::sync::{Arc, Mutex};
 //! use std::time::Duration;
 //! use kafka_kit::config::KafkaConfig;
 //! use kafka_kit::consumer::processing::{AtLeastOnce, RetryPolicy};
@@ -43,6 +43,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::consumer::CommitMode;
@@ -54,11 +55,16 @@ use tokio::task::JoinSet;
 use futures_util::FutureExt as _;
 
 use super::state::PartitionMap;
-use super::{Consumer, ConsumerHandle, ConsumerRecord, InFlight};
+use super::{CommitOffsets, Consumer, ConsumerHandle, ConsumerRecord, InFlight, WeakHandle};
+
+mod keyed;
+
 use crate::config::{ConfigError, Problem};
 use crate::error::{Error, Result};
 use crate::headers::Headers;
 use crate::producer::{Producer, Record};
+pub use keyed::KeylessOrder;
+use keyed::{Keyed, Placed};
 
 /// Header names on dead-lettered records (the original headers are kept too).
 pub mod dead_letter_headers {
@@ -177,6 +183,9 @@ pub struct AtLeastOnce {
     retry: RetryPolicy,
     dead_letter: Option<(Producer, String)>,
     parallel: bool,
+    concurrency: usize,
+    keyless: KeylessOrder,
+    progress: Arc<Shared>,
 }
 
 impl std::fmt::Debug for AtLeastOnce {
@@ -187,6 +196,8 @@ impl std::fmt::Debug for AtLeastOnce {
             .field("retry", &self.retry)
             .field("dead_letter", &self.dead_letter.as_ref().map(|d| &d.1))
             .field("parallel", &self.parallel)
+            .field("concurrency", &self.concurrency)
+            .field("keyless", &self.keyless)
             .finish()
     }
 }
@@ -209,6 +220,9 @@ impl AtLeastOnce {
             retry: RetryPolicy::default(),
             dead_letter: None,
             parallel: false,
+            concurrency: 1,
+            keyless: KeylessOrder::default(),
+            progress: Arc::default(),
         }
     }
 
@@ -237,6 +251,39 @@ impl AtLeastOnce {
     pub fn parallel_partitions(mut self, parallel: bool) -> Self {
         self.parallel = parallel;
         self
+    }
+
+    /// Processes up to `records` records at once (default 1): records of one key one after
+    /// another, in offset order, and different keys in parallel, whatever partition they are
+    /// in. Records without a key follow [`keyless`](Self::keyless). Retries and dead letters
+    /// work per record, as without concurrency.
+    ///
+    /// Commits never pass a record that is not finished: a partition commits up to its first
+    /// record still in processing (or waiting behind its key), so after a crash every record is
+    /// processed at least once, and only records past that point that had already finished are
+    /// processed again. A revoke waits for the revoked partitions' records in processing (up to
+    /// the consumer's revoke timeout) and commits what they finished; a lost partition commits
+    /// nothing.
+    ///
+    /// Memory stays bounded: at most 256 records wait per key (past that, the key's partition
+    /// is paused until half of them are done) and 16,384 in all (past that, reading stops).
+    /// `0` counts as 1.
+    pub fn concurrency(mut self, records: usize) -> Self {
+        self.concurrency = records.max(1);
+        self
+    }
+
+    /// How records without a key are ordered under [`concurrency`](Self::concurrency): per
+    /// partition (the default), or not at all.
+    pub fn keyless(mut self, order: KeylessOrder) -> Self {
+        self.keyless = order;
+        self
+    }
+
+    /// A live view of the loop, to keep before [`run`](Self::run): records processed, in
+    /// processing and waiting, and each partition's commit point.
+    pub fn progress(&self) -> Progress {
+        Progress(self.progress.clone())
     }
 
     /// Runs `handler` on every record until `shutdown` completes, the consumer's stream ends, or a
@@ -292,28 +339,40 @@ impl AtLeastOnce {
             retry,
             dead_letter,
             parallel,
+            concurrency,
+            keyless,
+            progress,
         } = self;
         if let Some(problem) = Problem::zero_duration("commit_every interval", commit_interval) {
             consumer.close().await?;
             return Err(ConfigError::single(problem).into());
         }
+        let handle = consumer.handle();
         let worker = Arc::new(Worker {
-            handle: consumer.handle(),
+            handle: handle.clone(),
             decode,
             handler,
             retry,
             dead_letter,
-            counters: Counters::default(),
+            counters: progress.clone(),
         });
+        let keyed =
+            (concurrency > 1).then(|| Arc::new(Keyed::new(concurrency, keyless, handle.clone())));
+        progress.attach(&handle, keyed.as_ref());
         let mut shutdown = std::pin::pin!(shutdown);
         let mut ticker = tokio::time::interval(commit_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lanes: PartitionMap<mpsc::Sender<(ConsumerRecord, InFlight)>> =
-            PartitionMap::default();
+        let mut lanes: PartitionMap<mpsc::Sender<InFlight>> = PartitionMap::default();
         let mut workers = JoinSet::new();
 
         let result: Result<()> = loop {
-            if worker.counters.since_commit.load(Ordering::Relaxed) >= commit_records {
+            if worker
+                .counters
+                .counters
+                .since_commit
+                .load(Ordering::Relaxed)
+                >= commit_records
+            {
                 if let Err(e) = worker.commit(CommitMode::Async).await {
                     break Err(e);
                 }
@@ -325,6 +384,16 @@ impl AtLeastOnce {
                     Ok(Err(e)) => break Err(e),
                     Err(e) => break Err(Error::Background(e.to_string())),
                 }
+            }
+            // Too much waiting for keys: make room before reading more.
+            if let Some(keyed) = keyed.as_ref().filter(|k| k.is_full()) {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break Ok(()),
+                    _ = keyed.room() => {}
+                    _ = ticker.tick() => {}
+                }
+                continue;
             }
             let record = tokio::select! {
                 biased;
@@ -345,20 +414,32 @@ impl AtLeastOnce {
                     Some(Ok(record)) => record,
                 },
             };
-            let in_flight = worker.handle.start(&record);
+            let in_flight = worker.handle.start(Arc::new(record));
+            if let Some(keyed) = &keyed {
+                if let Placed::NewLane(id, first) = keyed.place(in_flight) {
+                    let (worker, keyed) = (worker.clone(), keyed.clone());
+                    workers.spawn(async move {
+                        keyed
+                            .run_lane(id, first, |in_flight| worker.process(in_flight))
+                            .await
+                    });
+                }
+                continue;
+            }
             if !parallel {
-                if let Err(e) = worker.process(record, in_flight).await {
+                if let Err(e) = worker.process(in_flight).await {
                     break Err(e);
                 }
                 continue;
             }
+            let record = in_flight.record();
             let (topic, partition) = (record.topic(), record.partition());
             if lanes.get(topic, partition).is_none() {
-                let (sender, mut receiver) = mpsc::channel::<(ConsumerRecord, InFlight)>(64);
+                let (sender, mut receiver) = mpsc::channel::<InFlight>(64);
                 let worker = worker.clone();
                 workers.spawn(async move {
-                    while let Some((record, in_flight)) = receiver.recv().await {
-                        worker.process(record, in_flight).await?;
+                    while let Some(in_flight) = receiver.recv().await {
+                        worker.process(in_flight).await?;
                     }
                     Ok(())
                 });
@@ -368,10 +449,13 @@ impl AtLeastOnce {
                 continue; // cannot happen: inserted just above
             };
             // A lane that stopped on an error (reported above on the next turn) drops the record,
-            // and its guard releases it.
-            let _ = lane.send((record, in_flight)).await;
+            // and its guard gives it up.
+            let _ = lane.send(in_flight).await;
         };
 
+        if let (Err(_), Some(keyed)) = (&result, &keyed) {
+            keyed.clear(); // what waits is given up: the loop stops on an error
+        }
         drop(lanes);
         let mut result = result;
         while let Some(done) = workers.join_next().await {
@@ -384,12 +468,74 @@ impl AtLeastOnce {
         }
         // Commit what was finished, even when stopping on an error: those records are done.
         let committed = worker.handle.commit_processed(CommitMode::Sync).await;
-        let stats = worker.counters.snapshot();
+        let stats = worker.counters.counters.snapshot();
         // The consumer closes when its last handle goes: drop the loop's first.
         drop(worker);
         consumer.close().await?;
         tracing::info!(?stats, "kafka_kit: processing loop stopped");
         result.and(committed).map(|()| stats)
+    }
+}
+
+/// The counts and, once running, the consumer and lanes of a loop, for [`Progress`].
+#[derive(Default)]
+struct Shared {
+    counters: Counters,
+    /// Weak: a view must not keep the consumer open after the loop ends or is dropped.
+    running: Mutex<Option<(WeakHandle, Option<std::sync::Weak<Keyed>>)>>,
+}
+
+impl Shared {
+    fn attach(&self, handle: &ConsumerHandle, keyed: Option<&Arc<Keyed>>) {
+        *crate::lock(&self.running) = Some((handle.downgrade(), keyed.map(Arc::downgrade)));
+    }
+}
+
+/// A live view of an [`AtLeastOnce`] loop: see [`AtLeastOnce::progress`].
+#[derive(Clone)]
+pub struct Progress(Arc<Shared>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Progress").field(&self.snapshot()).finish()
+    }
+}
+
+/// What an [`AtLeastOnce`] loop is doing now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProgressSnapshot {
+    /// The counts so far.
+    pub stats: ProcessingStats,
+    /// Records being processed now (at most the [`concurrency`](AtLeastOnce::concurrency)).
+    pub in_flight: usize,
+    /// Records waiting behind an earlier record of their key.
+    pub waiting: usize,
+    /// The most records waiting for one key.
+    pub max_waiting_per_key: usize,
+    /// Each owned partition's commit point: the next offset to read that a commit sends now
+    /// (never past a record not finished), or the one committed.
+    pub commit_points: CommitOffsets,
+}
+
+impl Progress {
+    /// The loop's state now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let running = crate::lock(&self.0.running).clone();
+        let (in_flight, waiting, max_waiting_per_key) = running
+            .as_ref()
+            .and_then(|(_, keyed)| keyed.as_ref()?.upgrade())
+            .map_or((0, 0, 0), |keyed| keyed.load());
+        ProgressSnapshot {
+            stats: self.0.counters.snapshot(),
+            in_flight,
+            waiting,
+            max_waiting_per_key,
+            commit_points: running
+                .and_then(|(handle, _)| handle.upgrade())
+                .map(|handle| handle.commit_points())
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -399,7 +545,7 @@ struct Worker<T, F> {
     handler: F,
     retry: RetryPolicy,
     dead_letter: Option<(Producer, String)>,
-    counters: Counters,
+    counters: Arc<Shared>,
 }
 
 impl<T, F, Fut, E> Worker<T, F>
@@ -409,15 +555,19 @@ where
     Fut: Future<Output = std::result::Result<(), E>> + Send,
     E: Display,
 {
-    /// Processes one record (counted in flight until `in_flight` drops) to its end.
-    async fn process(&self, record: ConsumerRecord, in_flight: InFlight) -> Result<()> {
-        let record = Arc::new(record);
+    /// Processes one record to its end: done (processed or dead-lettered), given up (its
+    /// partition went), or failed for good (an error: the loop stops).
+    async fn process(&self, in_flight: InFlight) -> Result<()> {
+        let record = in_flight.record().clone();
         let outcome = self.handle_record(&record).await;
-        if let Ok(Outcome::Done) = outcome {
-            self.handle.mark_processed(&record);
-            self.counters.since_commit.fetch_add(1, Ordering::Relaxed);
+        let done = matches!(outcome, Ok(Outcome::Done));
+        in_flight.finish(done);
+        if done {
+            self.counters
+                .counters
+                .since_commit
+                .fetch_add(1, Ordering::Relaxed);
         }
-        drop(in_flight);
         outcome.map(drop)
     }
 
@@ -451,14 +601,20 @@ where
             };
             match result {
                 Ok(()) => {
-                    self.counters.processed.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .counters
+                        .processed
+                        .fetch_add(1, Ordering::Relaxed);
                     return Ok(Outcome::Done);
                 }
                 Err(e) if attempt >= self.retry.attempts => {
                     return self.dead_letter(record, &e, attempt).await;
                 }
                 Err(e) => {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .counters
+                        .retries
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(topic = record.topic(), partition = record.partition(), offset = record.offset(),
                         attempt, error = %e, "kafka_kit: handler failed; retrying");
                     tokio::time::sleep(self.retry.delay(attempt - 1)).await;
@@ -498,7 +654,10 @@ where
             }
             match producer.send(message).await {
                 Ok(report) => {
-                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .counters
+                        .dead_lettered
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(topic = record.topic(), partition = record.partition(), offset = record.offset(),
                         attempts, error, dead_letter_topic = %topic, dead_letter_offset = report.offset,
                         "kafka_kit: record dead-lettered");
@@ -520,11 +679,22 @@ where
     /// Commits what was finished; a failure is retried by the next commit, unless it must stop
     /// the loop (a panicking checkpoint store).
     async fn commit(&self, mode: CommitMode) -> Result<()> {
-        if self.counters.since_commit.swap(0, Ordering::Relaxed) == 0 {
+        if self
+            .counters
+            .counters
+            .since_commit
+            .swap(0, Ordering::Relaxed)
+            == 0
+        {
             return Ok(());
         }
         match self.handle.commit_processed(mode).await {
-            Ok(()) => drop(self.counters.commits.fetch_add(1, Ordering::Relaxed)),
+            Ok(()) => drop(
+                self.counters
+                    .counters
+                    .commits
+                    .fetch_add(1, Ordering::Relaxed),
+            ),
             Err(e) if e.ends_processing() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries")
