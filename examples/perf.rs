@@ -5,6 +5,7 @@
 //! cargo run --release --example perf -- produce --mode callback --raw
 //! cargo run --release --example perf -- produce --mode await --messages 200000 --size 100 --keys 1000
 //! cargo run --release --example perf -- consume --raw
+//! cargo run --release --example perf -- consume --messages 12000 --handler-ms 10 --concurrency 64
 //! cargo run --release --example perf -- eos --messages 200000
 //! cargo run --release --example perf -- produce --brokers localhost:9092 --preset reliable
 //! ```
@@ -16,6 +17,10 @@
 //! `--partitioner md5|murmur2|consistent` (default md5), `--set property=value` (any librdkafka
 //! property, for every client of the run; repeatable), `--raw` (also run raw rdkafka:
 //! ThreadedProducer for callback and fire, FutureProducer for await, BaseConsumer for consume).
+//!
+//! `consume --handler-ms MS` runs every record through `AtLeastOnce` with a handler that waits
+//! `MS` (a database or HTTP call): once one record per partition at a time, once key-ordered
+//! with `--concurrency N` (default 64), and prints the ratios.
 //!
 //! `eos` runs the exactly-once pipeline ([`ExactlyOnce`], default 100 ms commit interval) from one
 //! topic to another, one output per input, after the same work done at least once (consumer,
@@ -66,6 +71,10 @@ struct Args {
     raw: bool,
     /// Extra librdkafka properties for every client of the run.
     set: Vec<(String, String)>,
+    /// `consume` through `AtLeastOnce` with a handler that waits this long per record.
+    handler_ms: Option<u64>,
+    /// The `AtLeastOnce` concurrency compared with per-partition processing.
+    concurrency: usize,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -82,6 +91,8 @@ fn parse() -> anyhow::Result<Args> {
         partitioner: Partitioning::Md5,
         raw: false,
         set: Vec::new(),
+        handler_ms: None,
+        concurrency: 64,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -96,6 +107,8 @@ fn parse() -> anyhow::Result<Args> {
             "--partitions" => args.partitions = value()?.parse()?,
             "--keys" => args.keys = value()?.parse()?,
             "--raw" => args.raw = true,
+            "--handler-ms" => args.handler_ms = Some(value()?.parse()?),
+            "--concurrency" => args.concurrency = value()?.parse()?,
             "--set" => {
                 let setting = value()?;
                 let (k, v) = setting
@@ -267,6 +280,24 @@ async fn main() -> anyhow::Result<()> {
             let kit = produce_kit(&args, &config, &topic, &payload, &keys).await?;
             print_results(raw, kit);
         }
+        "consume" if args.handler_ms.is_some() => {
+            let topic = topic("process");
+            fill(&args, &cluster, &config, &topic, &payload, &keys).await?;
+            let handler_ms = args.handler_ms.unwrap_or_default();
+            eprintln!(
+                "consume: {} messages through AtLeastOnce, a {handler_ms} ms handler\n",
+                args.messages
+            );
+            let per_partition = process(&args, &cluster, &topic, None).await?;
+            let concurrent = process(&args, &cluster, &topic, Some(args.concurrency)).await?;
+            println!(
+                "\nconcurrency {} / per partition: throughput {:.1}x, cpu per message {:.2}x",
+                args.concurrency,
+                concurrent.msgs_per_sec / per_partition.msgs_per_sec,
+                concurrent.cpu_us_per_msg / per_partition.cpu_us_per_msg
+            );
+            println!("{per_partition}\n{concurrent}");
+        }
         "consume" => {
             let topic = topic("consume");
             fill(&args, &cluster, &config, &topic, &payload, &keys).await?;
@@ -395,6 +426,50 @@ async fn pipeline_at_least_once(
     let figures = run.finish(args.messages, args.size, None);
     consumer.close().await?;
     Ok(figures)
+}
+
+/// `consume --handler-ms`: every record through `AtLeastOnce` with a handler that waits
+/// `--handler-ms` (a database or HTTP call), one record per partition at a time
+/// (`concurrency: None`) or key-ordered with that concurrency.
+async fn process(
+    args: &Args,
+    cluster: &TestCluster,
+    topic: &str,
+    concurrency: Option<usize>,
+) -> anyhow::Result<Figures> {
+    use kafka_kit::consumer::processing::AtLeastOnce;
+    let consumer = Consumer::builder(&consumer_config(args, cluster)?)
+        .group_id(format!("perf-process-{}", run_id()))
+        .topics([topic])
+        .offset_reset(OffsetReset::Earliest)
+        .build()?;
+    let looped = match concurrency {
+        None => AtLeastOnce::new(consumer).parallel_partitions(true),
+        Some(n) => AtLeastOnce::new(consumer).concurrency(n),
+    };
+    let label = match concurrency {
+        None => "per partition",
+        Some(_) => "key-ordered concurrency",
+    };
+    let wait = Duration::from_millis(args.handler_ms.unwrap_or_default());
+    let all = args.messages;
+    let finished = Arc::new(tokio::sync::Notify::new());
+    let run = Run::start(label);
+    let (done, last) = (run.done.clone(), finished.clone());
+    let handler = move |_record| {
+        let (done, last) = (done.clone(), last.clone());
+        async move {
+            tokio::time::sleep(wait).await;
+            if done.fetch_add(1, Ordering::Relaxed) + 1 == all {
+                last.notify_one();
+            }
+            anyhow::Ok(())
+        }
+    };
+    looped
+        .run(handler, async move { finished.notified().await })
+        .await?;
+    Ok(run.finish(args.messages, args.size, None))
 }
 
 /// The exactly-once pipeline of `eos`, until every input is committed.

@@ -1,5 +1,6 @@
 //! Key-ordered concurrency: many records at once, the records of one key one after another in
-//! offset order.
+//! offset order. (Partition-ordered processing, `parallel_partitions`, is the same with one lane
+//! per partition.)
 //!
 //! Each key with work has a *lane*: a queue of its records and one task that processes them in
 //! order, taking a permit of the loop's concurrency for each. A record whose key has no lane
@@ -38,12 +39,21 @@ pub enum KeylessOrder {
     Free,
 }
 
+/// What a lane is for: one key (and its partition), or one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LaneBy {
+    /// Records of one key in order; keyless ones as [`KeylessOrder`] says.
+    Key(KeylessOrder),
+    /// Records of one partition in order (`parallel_partitions`).
+    Partition,
+}
+
 /// The lanes of a loop, and its permits.
 pub(crate) struct Keyed {
     lanes: Mutex<HashMap<u64, Lane>>,
     permits: Semaphore,
     concurrency: usize,
-    keyless: KeylessOrder,
+    by: LaneBy,
     /// Records waiting in lanes (not running).
     waiting: AtomicUsize,
     /// Woken when records stop waiting, for a loop that stopped reading.
@@ -66,12 +76,13 @@ pub(crate) enum Placed {
 }
 
 impl Keyed {
-    pub(crate) fn new(concurrency: usize, keyless: KeylessOrder, handle: ConsumerHandle) -> Self {
+    pub(crate) fn new(concurrency: usize, by: LaneBy, handle: ConsumerHandle) -> Self {
+        let concurrency = concurrency.min(Semaphore::MAX_PERMITS);
         Keyed {
             lanes: Mutex::default(),
             permits: Semaphore::new(concurrency),
             concurrency,
-            keyless,
+            by,
             waiting: AtomicUsize::new(0),
             room: Notify::new(),
             handle,
@@ -84,13 +95,14 @@ impl Keyed {
         let mut hasher = DefaultHasher::new();
         record.topic().hash(&mut hasher);
         record.partition().hash(&mut hasher);
-        match (record.key(), self.keyless) {
-            (Some(key), _) => {
+        match (self.by, record.key()) {
+            (LaneBy::Partition, _) => {}
+            (LaneBy::Key(_), Some(key)) => {
                 true.hash(&mut hasher);
                 key.hash(&mut hasher);
             }
-            (None, KeylessOrder::Partition) => false.hash(&mut hasher),
-            (None, KeylessOrder::Free) => return None,
+            (LaneBy::Key(KeylessOrder::Partition), None) => false.hash(&mut hasher),
+            (LaneBy::Key(KeylessOrder::Free), None) => return None,
         }
         Some(hasher.finish())
     }

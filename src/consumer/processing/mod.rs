@@ -49,12 +49,10 @@ use std::time::Duration;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::Message;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use futures_util::FutureExt as _;
 
-use super::state::PartitionMap;
 use super::{CommitOffsets, Consumer, ConsumerHandle, ConsumerRecord, InFlight, WeakHandle};
 
 mod keyed;
@@ -64,7 +62,7 @@ use crate::error::{Error, Result};
 use crate::headers::Headers;
 use crate::producer::{Producer, Record};
 pub use keyed::KeylessOrder;
-use keyed::{Keyed, Placed};
+use keyed::{Keyed, LaneBy, Placed};
 
 /// Header names on dead-lettered records (the original headers are kept too).
 pub mod dead_letter_headers {
@@ -354,20 +352,24 @@ impl AtLeastOnce {
             handler,
             retry,
             dead_letter,
-            counters: progress.clone(),
+            progress: progress.clone(),
         });
-        let keyed =
-            (concurrency > 1).then(|| Arc::new(Keyed::new(concurrency, keyless, handle.clone())));
+        // Partitions in parallel: one lane per partition, each with a permit when it has work.
+        let lanes_by = match (concurrency > 1, parallel) {
+            (true, _) => Some((concurrency, LaneBy::Key(keyless))),
+            (false, true) => Some((usize::MAX, LaneBy::Partition)),
+            (false, false) => None,
+        };
+        let keyed = lanes_by.map(|(n, by)| Arc::new(Keyed::new(n, by, handle.clone())));
         progress.attach(&handle, keyed.as_ref());
         let mut shutdown = std::pin::pin!(shutdown);
         let mut ticker = tokio::time::interval(commit_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut lanes: PartitionMap<mpsc::Sender<InFlight>> = PartitionMap::default();
         let mut workers = JoinSet::new();
 
         let result: Result<()> = loop {
             if worker
-                .counters
+                .progress
                 .counters
                 .since_commit
                 .load(Ordering::Relaxed)
@@ -378,12 +380,16 @@ impl AtLeastOnce {
                 }
             }
             // A lane that failed for good stops the loop.
-            if let Some(done) = workers.try_join_next() {
+            let mut failed = None;
+            while let Some(done) = workers.try_join_next() {
                 match done {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => break Err(e),
-                    Err(e) => break Err(Error::Background(e.to_string())),
+                    Ok(Err(e)) => failed = Some(e),
+                    Err(e) => failed = Some(Error::Background(e.to_string())),
                 }
+            }
+            if let Some(e) = failed {
+                break Err(e);
             }
             // Too much waiting for keys: make room before reading more.
             if let Some(keyed) = keyed.as_ref().filter(|k| k.is_full()) {
@@ -426,37 +432,14 @@ impl AtLeastOnce {
                 }
                 continue;
             }
-            if !parallel {
-                if let Err(e) = worker.process(in_flight).await {
-                    break Err(e);
-                }
-                continue;
+            if let Err(e) = worker.process(in_flight).await {
+                break Err(e);
             }
-            let record = in_flight.record();
-            let (topic, partition) = (record.topic(), record.partition());
-            if lanes.get(topic, partition).is_none() {
-                let (sender, mut receiver) = mpsc::channel::<InFlight>(64);
-                let worker = worker.clone();
-                workers.spawn(async move {
-                    while let Some(in_flight) = receiver.recv().await {
-                        worker.process(in_flight).await?;
-                    }
-                    Ok(())
-                });
-                lanes.insert_value(topic, partition, sender);
-            }
-            let Some(lane) = lanes.get(topic, partition) else {
-                continue; // cannot happen: inserted just above
-            };
-            // A lane that stopped on an error (reported above on the next turn) drops the record,
-            // and its guard gives it up.
-            let _ = lane.send(in_flight).await;
         };
 
         if let (Err(_), Some(keyed)) = (&result, &keyed) {
             keyed.clear(); // what waits is given up: the loop stops on an error
         }
-        drop(lanes);
         let mut result = result;
         while let Some(done) = workers.join_next().await {
             let lane = done
@@ -468,7 +451,7 @@ impl AtLeastOnce {
         }
         // Commit what was finished, even when stopping on an error: those records are done.
         let committed = worker.handle.commit_processed(CommitMode::Sync).await;
-        let stats = worker.counters.counters.snapshot();
+        let stats = worker.progress.counters.snapshot();
         // The consumer closes when its last handle goes: drop the loop's first.
         drop(worker);
         consumer.close().await?;
@@ -545,7 +528,7 @@ struct Worker<T, F> {
     handler: F,
     retry: RetryPolicy,
     dead_letter: Option<(Producer, String)>,
-    counters: Arc<Shared>,
+    progress: Arc<Shared>,
 }
 
 impl<T, F, Fut, E> Worker<T, F>
@@ -563,7 +546,7 @@ where
         let done = matches!(outcome, Ok(Outcome::Done));
         in_flight.finish(done);
         if done {
-            self.counters
+            self.progress
                 .counters
                 .since_commit
                 .fetch_add(1, Ordering::Relaxed);
@@ -601,7 +584,7 @@ where
             };
             match result {
                 Ok(()) => {
-                    self.counters
+                    self.progress
                         .counters
                         .processed
                         .fetch_add(1, Ordering::Relaxed);
@@ -611,7 +594,7 @@ where
                     return self.dead_letter(record, &e, attempt).await;
                 }
                 Err(e) => {
-                    self.counters
+                    self.progress
                         .counters
                         .retries
                         .fetch_add(1, Ordering::Relaxed);
@@ -654,7 +637,7 @@ where
             }
             match producer.send(message).await {
                 Ok(report) => {
-                    self.counters
+                    self.progress
                         .counters
                         .dead_lettered
                         .fetch_add(1, Ordering::Relaxed);
@@ -680,7 +663,7 @@ where
     /// the loop (a panicking checkpoint store).
     async fn commit(&self, mode: CommitMode) -> Result<()> {
         if self
-            .counters
+            .progress
             .counters
             .since_commit
             .swap(0, Ordering::Relaxed)
@@ -690,7 +673,7 @@ where
         }
         match self.handle.commit_processed(mode).await {
             Ok(()) => drop(
-                self.counters
+                self.progress
                     .counters
                     .commits
                     .fetch_add(1, Ordering::Relaxed),
