@@ -443,6 +443,12 @@ async fn process(
         .topics([topic])
         .offset_reset(OffsetReset::Earliest)
         .build()?;
+    // Measure the processing, not the group join.
+    let joined = Instant::now();
+    while consumer.assignment()?.is_empty() {
+        anyhow::ensure!(joined.elapsed() < Duration::from_secs(60), "no partition assigned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let looped = match concurrency {
         None => AtLeastOnce::new(consumer).parallel_partitions(true),
         Some(n) => AtLeastOnce::new(consumer).concurrency(n),
