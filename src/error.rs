@@ -55,6 +55,11 @@ pub enum Error {
     /// A large payload could not be stored, fetched or verified.
     #[error(transparent)]
     ClaimCheck(#[from] crate::claim_check::ClaimCheckError),
+    /// A Schema Registry call, or a value's schema-registry encoding or decoding, failed.
+    #[cfg(feature = "schema-registry")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "schema-registry")))]
+    #[error(transparent)]
+    SchemaRegistry(#[from] crate::schema_registry::SchemaRegistryError),
     /// A checkpoint store failed.
     #[error(transparent)]
     Checkpoint(#[from] crate::consumer::CheckpointError),
@@ -121,6 +126,8 @@ impl Error {
         match self {
             Error::Kafka(KafkaError::Transaction(e)) => e.is_retriable(),
             Error::Kafka(_) => self.code().is_some_and(is_retriable_code),
+            #[cfg(feature = "schema-registry")]
+            Error::SchemaRegistry(e) => e.is_retriable(),
             _ => false,
         }
     }

@@ -24,6 +24,9 @@
 //!   back.
 //! - [`monitoring`]: typed client statistics (rates, queue depth, batch sizes, broker round trips,
 //!   consumer lag) and topic health.
+//! - `schema_registry` (feature `schema-registry`): Avro and JSON Schema values in the Confluent
+//!   wire format, through a Schema Registry client with caches; readable by other languages'
+//!   clients.
 //! - [`testing`]: an embedded broker (librdkafka's mock cluster), or the cluster in
 //!   `KAFKA_BOOTSTRAP_SERVERS`.
 //!
@@ -51,6 +54,7 @@
 //!
 //! Run `cargo run --example quickstart` to see it, on the embedded broker, end to end.
 #![deny(missing_docs, unsafe_code, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::all)]
 // A failed send hands the whole message back (`ProduceError`), and the success side (a
 // `DeliveryReport`) is of the same size: boxing the error would only add an allocation.
@@ -64,6 +68,9 @@ pub mod headers;
 pub mod monitoring;
 pub mod partitioner;
 pub mod producer;
+#[cfg(feature = "schema-registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema-registry")))]
+pub mod schema_registry;
 pub mod testing;
 pub mod transaction;
 

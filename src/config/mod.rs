@@ -97,7 +97,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaConfRes;
 use rdkafka::ClientConfig;
 
-use security::{shown, REDACTED};
+use security::shown;
+pub(crate) use security::REDACTED;
 
 /// The environment variable that names the brokers when none are set explicitly.
 pub const BOOTSTRAP_ENV: &str = "KAFKA_BOOTSTRAP_SERVERS";
