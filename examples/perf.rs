@@ -446,7 +446,10 @@ async fn process(
     // Measure the processing, not the group join.
     let joined = Instant::now();
     while consumer.assignment()?.is_empty() {
-        anyhow::ensure!(joined.elapsed() < Duration::from_secs(60), "no partition assigned");
+        anyhow::ensure!(
+            joined.elapsed() < Duration::from_secs(60),
+            "no partition assigned"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let looped = match concurrency {
