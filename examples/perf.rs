@@ -35,7 +35,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -48,8 +48,7 @@ use kafka_kit::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use kafka_kit::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use kafka_kit::rdkafka::message::{DeliveryResult, Message};
 use kafka_kit::rdkafka::producer::{
-    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer as _,
-    ProducerContext, ThreadedProducer,
+    BaseRecord, FutureProducer, FutureRecord, Producer as _, ProducerContext, ThreadedProducer,
 };
 use kafka_kit::rdkafka::util::Timeout;
 use kafka_kit::rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -75,6 +74,12 @@ struct Args {
     handler_ms: Option<u64>,
     /// The `AtLeastOnce` concurrency compared with per-partition processing.
     concurrency: usize,
+    /// Runs of the whole comparison, alternating the clients; figures are reported as min–max.
+    runs: usize,
+    /// Serve the embedded broker from this process instead of a child process of its own.
+    in_process_broker: bool,
+    /// Also run kafka-kit's producer with this partitioner, in the same runs.
+    also_partitioner: Option<Partitioning>,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -93,12 +98,18 @@ fn parse() -> anyhow::Result<Args> {
         set: Vec::new(),
         handler_ms: None,
         concurrency: 64,
+        runs: 1,
+        in_process_broker: false,
+        also_partitioner: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "produce" | "consume" | "eos" => args.command = arg.clone(),
+            "produce" | "consume" | "eos" | "broker" => args.command = arg.clone(),
+            "--runs" => args.runs = value()?.parse::<usize>()?.max(1),
+            "--in-process-broker" => args.in_process_broker = true,
+            "--also-partitioner" => args.also_partitioner = Some(partitioner(&value()?)?),
             "--mode" => args.mode = value()?,
             "--brokers" => args.brokers = Some(value()?),
             "--topic" => args.topic = Some(value()?),
@@ -125,14 +136,7 @@ fn parse() -> anyhow::Result<Args> {
                     other => bail!("unknown preset {other}"),
                 })
             }
-            "--partitioner" => {
-                args.partitioner = match value()?.as_str() {
-                    "md5" => Partitioning::Md5,
-                    "murmur2" => Partitioning::Murmur2Random,
-                    "consistent" => Partitioning::ConsistentRandom,
-                    other => bail!("unknown partitioner {other}"),
-                }
-            }
+            "--partitioner" => args.partitioner = partitioner(&value()?)?,
             other => bail!("unknown argument {other} (see the doc comment of examples/perf.rs)"),
         }
     }
@@ -140,6 +144,21 @@ fn parse() -> anyhow::Result<Args> {
         bail!("--mode is await, callback or fire");
     }
     Ok(args)
+}
+
+fn partitioner(name: &str) -> anyhow::Result<Partitioning> {
+    Ok(match name {
+        "md5" => Partitioning::Md5,
+        "murmur2" => Partitioning::Murmur2Random,
+        "consistent" => Partitioning::ConsistentRandom,
+        other => bail!("unknown partitioner {other}"),
+    })
+}
+
+/// The process's peak resident memory, in MiB.
+fn max_rss_mib() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| u.max_rss() as f64 / 1024.0)
 }
 
 /// CPU time of the whole process so far (user + system).
@@ -241,11 +260,30 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = parse()?;
-    let cluster = match &args.brokers {
-        Some(brokers) => TestCluster::external(brokers.clone()),
-        None => TestCluster::from_env_or_embedded()?,
+    if args.command == "broker" {
+        return serve_broker();
+    }
+    let env_brokers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok();
+    let cluster = match (&args.brokers, env_brokers.as_ref()) {
+        (Some(brokers), _) | (None, Some(brokers)) => TestCluster::external(brokers.clone()),
+        (None, None) if args.in_process_broker => TestCluster::embedded(3)?,
+        (None, None) => {
+            // The embedded broker in a process of its own: the CPU measured is the client's.
+            let child = ChildBroker::start()?;
+            let cluster = TestCluster::external(child.bootstrap.clone());
+            let _ = CHILD_BROKER.set(Mutex::new(child));
+            cluster
+        }
     };
-    eprintln!("cluster: {}", cluster.describe());
+    eprintln!(
+        "cluster: {}{}",
+        cluster.describe(),
+        if CHILD_BROKER.get().is_some() {
+            " (the embedded broker, served by a child process: `perf broker`)"
+        } else {
+            ""
+        }
+    );
     let mut builder = cluster.config();
     if let Some(preset) = args.preset {
         builder = builder.preset(preset);
@@ -265,20 +303,39 @@ async fn main() -> anyhow::Result<()> {
     match args.command.as_str() {
         "produce" => {
             eprintln!(
-                "produce: {} messages of {} bytes, {} keys, mode {}\n",
-                args.messages, args.size, args.keys, args.mode
+                "produce: {} messages of {} bytes, {} keys, mode {}, {} run(s)",
+                args.messages, args.size, args.keys, args.mode, args.runs
             );
-            let raw = if args.raw {
-                let topic = topic("raw");
-                cluster.create_topic(&topic, args.partitions).await?;
-                Some(produce_raw(&args, &config, &topic, &payload, &keys).await?)
-            } else {
-                None
-            };
-            let topic = topic("kit");
-            cluster.create_topic(&topic, args.partitions).await?;
-            let kit = produce_kit(&args, &config, &topic, &payload, &keys).await?;
-            print_results(raw, kit);
+            eprintln!("client settings (every client of the run): {config:?}\n");
+            let mut results = Results::default();
+            for run in 1..=args.runs {
+                eprintln!("--- run {run} of {}", args.runs);
+                if args.raw {
+                    for &kind in RawKind::for_mode(&args.mode) {
+                        let topic = topic(kind.slug());
+                        create_topic(&cluster, &topic, args.partitions).await?;
+                        let figures =
+                            produce_raw(&args, kind, &config, &topic, &payload, &keys).await?;
+                        results.add(kind.label(), figures);
+                    }
+                }
+                let kit_topic = topic("kit");
+                create_topic(&cluster, &kit_topic, args.partitions).await?;
+                let kit = produce_kit(&args, &config, &kit_topic, &payload, &keys).await?;
+                results.add(KIT, kit);
+                if let Some(other) = &args.also_partitioner {
+                    let other_args = Args {
+                        partitioner: other.clone(),
+                        ..args.clone()
+                    };
+                    let other_topic = topic("kit-other");
+                    create_topic(&cluster, &other_topic, args.partitions).await?;
+                    let figures =
+                        produce_kit(&other_args, &config, &other_topic, &payload, &keys).await?;
+                    results.add(&format!("kafka-kit, {other:?} partitioner"), figures);
+                }
+            }
+            results.print();
         }
         "consume" if args.handler_ms.is_some() => {
             let topic = topic("process");
@@ -301,16 +358,21 @@ async fn main() -> anyhow::Result<()> {
         "consume" => {
             let topic = topic("consume");
             fill(&args, &cluster, &config, &topic, &payload, &keys).await?;
-            eprintln!("consume: {} messages\n", args.messages);
-            let raw = if args.raw {
-                Some(tokio::task::block_in_place(|| {
-                    consume_raw(&args, &cluster, &topic)
-                })?)
-            } else {
-                None
-            };
-            let kit = consume_kit(&args, &cluster, &topic).await?;
-            print_results(raw, kit);
+            eprintln!("consume: {} messages, {} run(s)", args.messages, args.runs);
+            eprintln!(
+                "client settings (both clients): {:?}\n",
+                consumer_config(&args, &cluster)?
+            );
+            let mut results = Results::default();
+            for run in 1..=args.runs {
+                eprintln!("--- run {run} of {}", args.runs);
+                if args.raw {
+                    let raw = tokio::task::block_in_place(|| consume_raw(&args, &cluster, &topic))?;
+                    results.add("raw BaseConsumer", raw);
+                }
+                results.add(KIT, consume_kit(&args, &cluster, &topic).await?);
+            }
+            results.print();
         }
         "eos" => {
             if cluster.is_embedded() {
@@ -337,7 +399,163 @@ async fn main() -> anyhow::Result<()> {
             "usage: perf <produce|consume|eos> [flags] (see the doc comment of examples/perf.rs)"
         ),
     }
+    println!("max_rss_mib={:.0}", max_rss_mib());
     Ok(())
+}
+
+/// kafka-kit's label in the results.
+const KIT: &str = "kafka-kit";
+
+/// Each client's figures, run after run.
+#[derive(Default)]
+struct Results(Vec<(String, Vec<Figures>)>);
+
+impl Results {
+    fn add(&mut self, label: &str, figures: Figures) {
+        match self.0.iter_mut().find(|(l, _)| l == label) {
+            Some((_, runs)) => runs.push(figures),
+            None => self.0.push((label.to_owned(), vec![figures])),
+        }
+    }
+
+    /// Each client's figures as min–max over the runs, then kafka-kit's ratio to each other
+    /// client, run by run, as min–max.
+    fn print(&self) {
+        let range = |values: Vec<f64>, decimals: usize| {
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{min:.decimals$}–{max:.decimals$}")
+        };
+        println!(
+            "\nresults over {} run(s), min–max:",
+            self.0.first().map_or(0, |r| r.1.len())
+        );
+        for (label, runs) in &self.0 {
+            println!(
+                "  {label:<40} msgs_per_sec={} cpu_us_per_msg={}",
+                range(runs.iter().map(|f| f.msgs_per_sec).collect(), 0),
+                range(runs.iter().map(|f| f.cpu_us_per_msg).collect(), 3),
+            );
+        }
+        let Some((_, kit)) = self.0.iter().find(|(l, _)| l == KIT) else {
+            return;
+        };
+        for (label, runs) in self.0.iter().filter(|(l, _)| l != KIT) {
+            let pairs = || kit.iter().zip(runs);
+            println!(
+                "  kafka-kit / {label}: cpu per message {}, throughput {}",
+                range(
+                    pairs()
+                        .map(|(k, r)| k.cpu_us_per_msg / r.cpu_us_per_msg)
+                        .collect(),
+                    3
+                ),
+                range(
+                    pairs()
+                        .map(|(k, r)| k.msgs_per_sec / r.msgs_per_sec)
+                        .collect(),
+                    3
+                ),
+            );
+        }
+    }
+}
+
+/// The broker child process of this run, when the embedded broker is served by one.
+static CHILD_BROKER: std::sync::OnceLock<Mutex<ChildBroker>> = std::sync::OnceLock::new();
+
+/// `perf broker`: serves the embedded broker (three brokers) from this process. Prints
+/// `bootstrap=<servers>`, then answers each `create <topic> <partitions>` line on stdin with `ok`
+/// or `error <reason>`, until stdin closes.
+fn serve_broker() -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let broker = kafka_kit::testing::EmbeddedKafka::start(3)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "bootstrap={}", broker.bootstrap_servers())?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let reply = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["create", topic, partitions] => match partitions.parse() {
+                Ok(n) => match broker.create_topic(topic, n) {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => format!("error {e}"),
+                },
+                Err(e) => format!("error {e}"),
+            },
+            _ => format!("error unknown command: {line}"),
+        };
+        writeln!(out, "{reply}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// The embedded broker in a child process (`perf broker`), killed when the run ends.
+struct ChildBroker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    bootstrap: String,
+}
+
+impl ChildBroker {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("broker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("could not start the broker process")?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let bootstrap = line
+            .trim()
+            .strip_prefix("bootstrap=")
+            .with_context(|| format!("the broker process said {line:?}"))?
+            .to_owned();
+        Ok(ChildBroker {
+            child,
+            stdin,
+            stdout,
+            bootstrap,
+        })
+    }
+
+    fn create_topic(&mut self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "create {topic} {partitions}")?;
+        self.stdin.flush()?;
+        let mut reply = String::new();
+        self.stdout.read_line(&mut reply)?;
+        match reply.trim() {
+            "ok" => Ok(()),
+            other => bail!("the broker process could not create {topic}: {other}"),
+        }
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a topic: through the broker process when there is one (the embedded broker has no
+/// CreateTopics handler), else through the cluster.
+async fn create_topic(cluster: &TestCluster, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    match CHILD_BROKER.get() {
+        Some(child) => child
+            .lock()
+            .map_err(|_| anyhow::anyhow!("broker process lock poisoned"))?
+            .create_topic(topic, partitions),
+        None => Ok(cluster.create_topic(topic, partitions).await?),
+    }
 }
 
 /// The configuration of the run's consumers: the cluster's consumer settings, and `--set`.
@@ -358,7 +576,7 @@ async fn fill(
     payload: &[u8],
     keys: &[String],
 ) -> anyhow::Result<()> {
-    cluster.create_topic(topic, args.partitions).await?;
+    create_topic(cluster, topic, args.partitions).await?;
     eprintln!(
         "filling `{topic}` with {} messages of {} bytes…",
         args.messages, args.size
@@ -384,7 +602,7 @@ async fn pipeline_at_least_once(
     output: &str,
 ) -> anyhow::Result<Figures> {
     use kafka_kit::rdkafka::consumer::CommitMode;
-    cluster.create_topic(output, args.partitions).await?;
+    create_topic(cluster, output, args.partitions).await?;
     let config = consumer_config(args, cluster)?;
     let mut consumer = Consumer::builder(&config)
         .group_id(format!("perf-alo-{}", run_id()))
@@ -488,7 +706,7 @@ async fn pipeline_exactly_once(
     input: &str,
     output: &str,
 ) -> anyhow::Result<Figures> {
-    cluster.create_topic(output, args.partitions).await?;
+    create_topic(cluster, output, args.partitions).await?;
     let config = consumer_config(args, cluster)?;
     let pipeline = ExactlyOnce::builder(&config)
         .group_id(format!("perf-eos-{}", run_id()))
@@ -527,18 +745,6 @@ async fn pipeline_exactly_once(
         stats.transactions_committed, stats.transactions_aborted
     );
     Ok(figures)
-}
-
-fn print_results(raw: Option<Figures>, kit: Figures) {
-    if let Some(raw) = raw {
-        println!("\nraw rdkafka: {raw}");
-        println!(
-            "kafka-kit / raw: throughput {:.3}, cpu per message {:.3}",
-            kit.msgs_per_sec / raw.msgs_per_sec,
-            kit.cpu_us_per_msg / raw.cpu_us_per_msg
-        );
-    }
-    println!("{kit}");
 }
 
 async fn produce_kit(
@@ -682,8 +888,84 @@ impl ProducerContext for Counting {
     }
 }
 
+/// A raw rdkafka baseline.
+#[derive(Clone, Copy, Debug)]
+enum RawKind {
+    /// `BaseProducer` with no per-message state, polled inline: the floor.
+    Floor,
+    /// `ThreadedProducer` with a boxed opaque per message and a counting delivery callback.
+    ThreadedOpaque,
+    /// `FutureProducer`, each delivery awaited.
+    Future,
+}
+
+impl RawKind {
+    /// The baselines of a produce mode.
+    fn for_mode(mode: &str) -> &'static [RawKind] {
+        match mode {
+            "await" => &[RawKind::Future],
+            _ => &[RawKind::Floor, RawKind::ThreadedOpaque],
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RawKind::Floor => "raw BaseProducer (floor)",
+            RawKind::ThreadedOpaque => "raw ThreadedProducer + boxed opaque",
+            RawKind::Future => "raw FutureProducer",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            RawKind::Floor => "raw-floor",
+            RawKind::ThreadedOpaque => "raw-threaded",
+            RawKind::Future => "raw-future",
+        }
+    }
+}
+
+/// The floor: `BaseProducer`, no per-message state, delivery reports served by polling inline.
+async fn produce_floor(
+    args: &Args,
+    raw_config: &ClientConfig,
+    topic: &str,
+    payload: &[u8],
+    keys: &[String],
+) -> anyhow::Result<Figures> {
+    use kafka_kit::rdkafka::producer::BaseProducer;
+    let n = args.messages;
+    let producer: BaseProducer = raw_config.create()?;
+    let run = Run::start(RawKind::Floor.label());
+    for i in 0..n {
+        loop {
+            let mut r = BaseRecord::to(topic).payload(payload);
+            if let Some(k) = key_of(keys, i) {
+                r = r.key(k);
+            }
+            match producer.send::<[u8], [u8]>(r) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        if i % 64 == 0 {
+            producer.poll(Duration::ZERO);
+            run.done.store(
+                i.saturating_sub(producer.in_flight_count().max(0) as u64),
+                Ordering::Relaxed,
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    Ok(run.finish(n, args.size, None))
+}
+
 async fn produce_raw(
     args: &Args,
+    kind: RawKind,
     config: &KafkaConfig,
     topic: &str,
     payload: &[u8],
@@ -691,76 +973,35 @@ async fn produce_raw(
 ) -> anyhow::Result<Figures> {
     let n = args.messages;
     let raw_config = args.raw_config(config);
-    match args.mode.as_str() {
-        "fire" | "callback" => {
-            let fire = args.mode == "fire";
-            let run = Run::start(if fire {
-                "raw ThreadedProducer fire"
-            } else {
-                "raw ThreadedProducer callback"
-            });
+    match kind {
+        RawKind::Floor => produce_floor(args, &raw_config, topic, payload, keys).await,
+        RawKind::ThreadedOpaque => {
+            let run = Run::start(kind.label());
             let failed = Arc::new(AtomicU64::new(0));
             let counting = Counting {
                 done: run.done.clone(),
                 failed: failed.clone(),
             };
-            let callback: Option<ThreadedProducer<Counting>> = (!fire)
-                .then(|| raw_config.create_with_context(counting))
-                .transpose()?;
-            let plain: Option<ThreadedProducer<DefaultProducerContext>> =
-                fire.then(|| raw_config.create()).transpose()?;
+            let producer: ThreadedProducer<Counting> = raw_config.create_with_context(counting)?;
             for i in 0..n {
-                let k = key_of(keys, i);
                 loop {
-                    let sent = match (&callback, &plain) {
-                        (Some(p), _) => {
-                            let mut r =
-                                BaseRecord::with_opaque_to(topic, Box::new(i)).payload(payload);
-                            if let Some(k) = k {
-                                r = r.key(k);
-                            }
-                            p.send(r).map_err(|(e, _)| e)
-                        }
-                        (_, Some(p)) => {
-                            let mut r = BaseRecord::to(topic).payload(payload);
-                            if let Some(k) = k {
-                                r = r.key(k);
-                            }
-                            p.send::<[u8], [u8]>(r).map_err(|(e, _)| e)
-                        }
-                        _ => unreachable!(),
-                    };
-                    match sent {
+                    let mut r = BaseRecord::with_opaque_to(topic, Box::new(i)).payload(payload);
+                    if let Some(k) = key_of(keys, i) {
+                        r = r.key(k);
+                    }
+                    match producer.send(r) {
                         Ok(()) => break,
-                        Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                             tokio::time::sleep(Duration::from_millis(1)).await
                         }
-                        Err(e) => return Err(e.into()),
+                        Err((e, _)) => return Err(e.into()),
                     }
                 }
             }
             // Wait for every delivery report, as kafka-kit's flush does: nudge, then look again.
             let deadline = Instant::now() + Duration::from_secs(300);
-            loop {
-                let left = match (&callback, &plain) {
-                    (Some(p), _) => p.in_flight_count(),
-                    (_, Some(p)) => {
-                        run.done.store(
-                            n.saturating_sub(p.in_flight_count().max(0) as u64),
-                            Ordering::Relaxed,
-                        );
-                        p.in_flight_count()
-                    }
-                    _ => 0,
-                };
-                if left == 0 || Instant::now() > deadline {
-                    break;
-                }
-                match (&callback, &plain) {
-                    (Some(p), _) => drop(p.flush(Timeout::After(Duration::ZERO))),
-                    (_, Some(p)) => drop(p.flush(Timeout::After(Duration::ZERO))),
-                    _ => {}
-                }
+            while producer.in_flight_count() > 0 && Instant::now() < deadline {
+                let _ = producer.flush(Timeout::After(Duration::ZERO));
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             anyhow::ensure!(
@@ -770,9 +1011,9 @@ async fn produce_raw(
             );
             Ok(run.finish(n, args.size, None))
         }
-        _ => {
+        RawKind::Future => {
             let producer: FutureProducer = raw_config.create()?;
-            let run = Run::start("raw FutureProducer await");
+            let run = Run::start(kind.label());
             let mut latencies = Vec::with_capacity(n as usize);
             let mut in_flight: FuturesUnordered<RawDelivery> = FuturesUnordered::new();
             let mut pending: VecDeque<u64> = VecDeque::new();

@@ -558,12 +558,15 @@ impl ExactlyOnce {
         let result = core.run(transform, shutdown).await;
         let stats = Progress(counters).snapshot();
         tracing::info!(?stats, "kafka_kit: exactly-once pipeline stopped");
-        let Core { source, .. } = core;
+        let Core { source, sink, .. } = core;
         let ConsumerSource {
-            consumer, holds, ..
+            consumer,
+            holds,
+            handle,
         } = source;
-        // A transaction the pipeline stopped in (a fatal error) may still hold partitions.
-        drop(holds);
+        // A transaction the pipeline stopped in (a fatal error) may still hold partitions; and
+        // the consumer closes only once its other handles are gone.
+        drop((holds, handle, sink));
         let closed = consumer.close().await;
         result.and(closed).map(|()| stats)
     }

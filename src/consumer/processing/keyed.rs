@@ -206,7 +206,8 @@ impl Keyed {
         (running, self.waiting.load(Ordering::Relaxed), most)
     }
 
-    /// Gives up every record still waiting (the loop stops), releasing their partitions.
+    /// Gives up every record still waiting (the loop stops), and lets go of the partitions the
+    /// lanes hold back; records in processing finish.
     pub(crate) fn clear(&self) {
         let lanes = std::mem::take(&mut *lock(&self.lanes));
         for lane in lanes.into_values() {

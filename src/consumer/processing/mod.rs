@@ -5,7 +5,9 @@
 //! - a record's offset is committed only after its handler succeeded, or after the record reached
 //!   the dead-letter topic; commits go out in batches (by count or interval), not one round trip
 //!   per record;
-//! - order within a partition is kept; partitions can be processed in parallel;
+//! - order within a partition is kept; partitions can be processed in parallel, or, with
+//!   [`concurrency`](AtLeastOnce::concurrency), many records at once with each key's records in
+//!   offset order; commits then never pass a record still being processed;
 //! - a failing record is retried as [`RetryPolicy`] says, then sent to the dead-letter topic with
 //!   headers naming its origin and the error ([`dead_letter_headers`]); a record whose value
 //!   cannot be decoded goes there at once. Processing then goes on: a poison record never stops
@@ -437,8 +439,10 @@ impl AtLeastOnce {
             }
         };
 
-        if let (Err(_), Some(keyed)) = (&result, &keyed) {
-            keyed.clear(); // what waits is given up: the loop stops on an error
+        // Stopping: records in processing finish; those still waiting behind their key are
+        // given up (commits stop before them, so they are read again after a restart).
+        if let Some(keyed) = &keyed {
+            keyed.clear();
         }
         let mut result = result;
         while let Some(done) = workers.join_next().await {
@@ -453,7 +457,7 @@ impl AtLeastOnce {
         let committed = worker.handle.commit_processed(CommitMode::Sync).await;
         let stats = worker.progress.counters.snapshot();
         // The consumer closes when its last handle goes: drop the loop's first.
-        drop(worker);
+        drop((worker, keyed, handle));
         consumer.close().await?;
         tracing::info!(?stats, "kafka_kit: processing loop stopped");
         result.and(committed).map(|()| stats)
