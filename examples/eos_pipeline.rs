@@ -695,6 +695,9 @@ fn fields(stats: &ExactlyOnceStats) -> String {
 fn stdin_closed() -> impl std::future::Future<Output = ()> {
     let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
     // A thread of its own: a blocking read on the runtime would hold up its shutdown.
+    // A watchdog in a worker process (not library code), on a thread of its own: sleeping and
+    // exiting is its job.
+    #[allow(clippy::disallowed_methods)]
     std::thread::spawn(move || {
         let mut line = String::new();
         while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {

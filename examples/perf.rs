@@ -87,7 +87,7 @@ fn parse() -> anyhow::Result<Args> {
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "produce" | "consume" | "eos" => args.command = arg.clone(),
+            "produce" | "consume" | "eos" => args.command.clone_from(&arg),
             "--mode" => args.mode = value()?,
             "--brokers" => args.brokers = Some(value()?),
             "--topic" => args.topic = Some(value()?),
@@ -110,7 +110,7 @@ fn parse() -> anyhow::Result<Args> {
                     "throughput" => Preset::Throughput,
                     "fire-and-forget" => Preset::FireAndForget,
                     other => bail!("unknown preset {other}"),
-                })
+                });
             }
             "--partitioner" => {
                 args.partitioner = match value()?.as_str() {
@@ -178,7 +178,7 @@ impl Run {
 
     fn finish(self, messages: u64, size: usize, latencies: Option<Vec<Duration>>) -> Figures {
         let wall = self.started.elapsed();
-        let cpu = cpu_time() - self.cpu;
+        let cpu = cpu_time().checked_sub(self.cpu).unwrap();
         self.progress.abort();
         let figures = Figures {
             msgs_per_sec: messages as f64 / wall.as_secs_f64(),
@@ -265,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
             let topic = topic("kit");
             cluster.create_topic(&topic, args.partitions).await?;
             let kit = produce_kit(&args, &config, &topic, &payload, &keys).await?;
-            print_results(raw, kit);
+            print_results(raw.as_ref(), &kit);
         }
         "consume" => {
             let topic = topic("consume");
@@ -279,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
                 None
             };
             let kit = consume_kit(&args, &cluster, &topic).await?;
-            print_results(raw, kit);
+            print_results(raw.as_ref(), &kit);
         }
         "eos" => {
             if cluster.is_embedded() {
@@ -445,7 +445,7 @@ async fn pipeline_exactly_once(
     Ok(figures)
 }
 
-fn print_results(raw: Option<Figures>, kit: Figures) {
+fn print_results(raw: Option<&Figures>, kit: &Figures) {
     if let Some(raw) = raw {
         println!("\nraw rdkafka: {raw}");
         println!(
@@ -649,7 +649,7 @@ async fn produce_raw(
                     match sent {
                         Ok(()) => break,
                         Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                            tokio::time::sleep(Duration::from_millis(1)).await
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                         Err(e) => return Err(e.into()),
                     }

@@ -395,10 +395,13 @@ impl ClaimCheck {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
     Sha256::digest(bytes)
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}"); // writing to a String cannot fail
+            hex
+        })
 }
 
 #[cfg(test)]

@@ -279,7 +279,7 @@ impl<'a, H: KafkaHeaders + ?Sized> HeaderReader<'a, H> {
     /// Iterates over `(name, value)` pairs in order; `None` is a null value.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
         let headers = self.headers;
-        let count = headers.map_or(0, |h| h.count());
+        let count = headers.map_or(0, rdkafka::message::Headers::count);
         (0..count).filter_map(move |idx| entry(headers?, idx))
     }
 

@@ -50,8 +50,10 @@
 //! ```
 //!
 //! Run `cargo run --example quickstart` to see it, on the embedded broker, end to end.
-#![deny(missing_docs, unsafe_code, rust_2018_idioms)]
-#![warn(clippy::all)]
+// The crate's lints are in Cargo.toml's `[lints]`. Library code never unwraps (tests, examples may):
+// an invariant says why with `expect`, anything else is an error. Not in `[lints]`, which would
+// cover the examples and integration tests too.
+#![deny(clippy::unwrap_used)]
 // A failed send hands the whole message back (`ProduceError`), and the success side (a
 // `DeliveryReport`) is of the same size: boxing the error would only add an allocation.
 #![allow(clippy::result_large_err)]

@@ -257,10 +257,12 @@ pub async fn topic_health(config: &KafkaConfig, topic: &str) -> Result<TopicHeal
         let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         let Some(found) = found.filter(|t| t.error().is_none()) else {
-            let code = found.and_then(|t| t.error()).map_or(
-                rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition,
-                Into::into,
-            );
+            let code = found
+                .and_then(rdkafka::metadata::MetadataTopic::error)
+                .map_or(
+                    rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition,
+                    Into::into,
+                );
             return Err(Error::Kafka(rdkafka::error::KafkaError::MetadataFetch(
                 code,
             )));

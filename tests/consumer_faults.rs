@@ -437,7 +437,7 @@ async fn group_id_not_found_on_the_offset_fetch_is_reported_and_reading_goes_on(
             m.request_errors(
                 RDKafkaApiKey::OffsetFetch,
                 &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND; 3],
-            )
+            );
         })?;
         let mut consumer = consumer(&config, &common::unique_topic("new-group"), &topic)
             .assignment(assignment)

@@ -453,7 +453,8 @@ fn check_with_librdkafka(key: &str, value: &str) -> Option<Problem> {
                 format!("librdkafka would read it as {read}")
             };
             if i32::try_from(given).is_err() {
-                reason.push_str(&format!(" (its integers are 32-bit: at most {})", i32::MAX));
+                use std::fmt::Write as _;
+                let _ = write!(reason, " (its integers are 32-bit: at most {})", i32::MAX);
             }
             Some(Problem::InvalidValue {
                 property: key.into(),

@@ -527,7 +527,7 @@ where
             Ok(()) => drop(self.counters.commits.fetch_add(1, Ordering::Relaxed)),
             Err(e) if e.ends_processing() => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries")
+                tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries");
             }
         }
         Ok(())

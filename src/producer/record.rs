@@ -209,7 +209,9 @@ impl OwnedRecord {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             timestamp: message.timestamp().to_millis(),
-            headers: message.headers().map(|h| h.detach()),
+            headers: message
+                .headers()
+                .map(rdkafka::message::BorrowedHeaders::detach),
         }
     }
 }

@@ -509,8 +509,8 @@ mod tests {
         assert_eq!(librdkafka_timeout(second), Timeout::After(second));
         let limit = Duration::from_millis(i32::MAX as u64);
         assert_eq!(
-            librdkafka_timeout(limit - Duration::from_millis(1)),
-            Timeout::After(limit - Duration::from_millis(1))
+            librdkafka_timeout(limit.checked_sub(Duration::from_millis(1)).unwrap()),
+            Timeout::After(limit.checked_sub(Duration::from_millis(1)).unwrap())
         );
         // 25 days: rdkafka's cast would make it negative.
         for long in [limit, Duration::from_secs(25 * 24 * 3600), Duration::MAX] {
