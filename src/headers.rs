@@ -118,6 +118,7 @@ impl HeaderError {
 ///
 /// Setters never fail. Setting a header twice appends a second entry (Kafka
 /// allows duplicates); [`HeaderReader`] reads the last one.
+#[must_use = "headers do nothing until they are set on a record"]
 #[derive(Clone, Default)]
 pub struct Headers {
     inner: OwnedHeaders,

@@ -42,6 +42,7 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
 /// One statistics report of a client, with rates since the previous report.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct ClientStats {
     /// The time since the previous report (since the client started, for the first).
@@ -76,6 +77,7 @@ pub struct ClientStats {
 }
 
 /// A broker's figures.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerStats {
     /// The broker's name (`host:port/id`).
@@ -209,6 +211,7 @@ impl StatsHub {
 }
 
 /// A topic's partitions, their leaders, replicas and watermarks.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicHealth {
     /// The topic.
@@ -229,6 +232,7 @@ impl TopicHealth {
 }
 
 /// A partition's leader, replicas and watermarks.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionHealth {
     /// The partition.

@@ -168,6 +168,7 @@ pub enum Compression {
 
 /// Builds a [`KafkaConfig`]. Setters never fail; [`build`](ConfigBuilder::build) reports every
 /// problem at once.
+#[must_use = "a builder does nothing until `build()` is called"]
 #[derive(Clone, Default)]
 pub struct ConfigBuilder {
     bootstrap_servers: Option<String>,

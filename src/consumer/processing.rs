@@ -136,6 +136,7 @@ impl RetryPolicy {
 }
 
 /// What an [`AtLeastOnce`] loop did.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessingStats {
     /// Records whose handler succeeded.
@@ -170,6 +171,7 @@ impl Counters {
 }
 
 /// An at-least-once processing loop over a [`Consumer`]. See the [module docs](self).
+#[must_use = "an `AtLeastOnce` does nothing until `run` (or `run_json`) is awaited"]
 pub struct AtLeastOnce {
     consumer: Consumer,
     commit_records: u64,

@@ -112,6 +112,7 @@ impl fmt::Debug for ConsumerRecord {
 }
 
 /// A record's value could not be decoded.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("could not decode the record at {topic}[{partition}]@{offset}: {reason}")]
 pub struct DecodeError {

@@ -70,6 +70,7 @@ pub(crate) fn millis(time: SystemTime) -> i64 {
 }
 
 /// Where a newly assigned partition starts, and why.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionStart {
     /// The topic.

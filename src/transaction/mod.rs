@@ -84,6 +84,7 @@ use crate::producer::{
 pub use pipeline::{ExactlyOnce, ExactlyOnceBuilder, ExactlyOnceStats, Progress};
 
 /// Builds a [`TransactionalProducer`]: see [`TransactionalProducer::builder`].
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct TransactionalProducerBuilder<C = ()> {
     config: KafkaConfig,
     transactional_id: String,

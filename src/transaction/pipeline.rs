@@ -19,6 +19,7 @@ use crate::partitioner::Partitioning;
 use crate::producer::{DeliveryFuture, OwnedRecord};
 
 /// Builds an [`ExactlyOnce`] pipeline: see [`ExactlyOnce::builder`].
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct ExactlyOnceBuilder {
     config: KafkaConfig,
     group_id: Option<String>,
@@ -432,6 +433,7 @@ impl fmt::Debug for ExactlyOnce {
 }
 
 /// What an [`ExactlyOnce`] pipeline did so far.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExactlyOnceStats {
     /// Transactions committed.
