@@ -71,48 +71,7 @@ pub struct BlobRef {
     pub content_type: String,
 }
 
-/// What went wrong with a large payload.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClaimCheckError {
-    /// The store failed.
-    #[error("blob store: {location}: {reason}")]
-    Store {
-        /// The blob's location.
-        location: String,
-        /// What failed.
-        reason: String,
-    },
-    /// The reference names a blob the store does not have.
-    #[error("blob {location} is missing")]
-    Missing {
-        /// The blob's location.
-        location: String,
-    },
-    /// The blob's size differs from the reference's.
-    #[error("blob {location} has {actual} bytes, the reference says {expected}")]
-    SizeMismatch {
-        /// The blob's location.
-        location: String,
-        /// The size in the reference.
-        expected: u64,
-        /// The blob's size.
-        actual: u64,
-    },
-    /// The blob's checksum differs from the reference's: it was changed or corrupted.
-    #[error("blob {location} has SHA-256 {actual}, the reference says {expected}")]
-    ChecksumMismatch {
-        /// The blob's location.
-        location: String,
-        /// The checksum in the reference.
-        expected: String,
-        /// The blob's checksum.
-        actual: String,
-    },
-    /// The message is marked as a reference, but its payload is not one.
-    #[error("not a valid blob reference: {0}")]
-    BadReference(String),
-}
+pub use crate::error::ClaimCheckError;
 
 /// A place for large payloads. Implementations must be cheap to share across tasks.
 pub trait BlobStore: Send + Sync + 'static {

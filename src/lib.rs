@@ -54,9 +54,6 @@
 // an invariant says why with `expect`, anything else is an error. Not in `[lints]`, which would
 // cover the examples and integration tests too.
 #![deny(clippy::unwrap_used)]
-// A failed send hands the whole message back (`ProduceError`), and the success side (a
-// `DeliveryReport`) is of the same size: boxing the error would only add an allocation.
-#![allow(clippy::result_large_err)]
 
 pub mod claim_check;
 pub mod config;
@@ -77,7 +74,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Background(e.to_string()))?
+        .map_err(Error::Background)?
 }
 pub use rdkafka;
 

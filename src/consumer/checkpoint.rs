@@ -49,40 +49,7 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn save(&self, offsets: &[(&str, i32, i64)]) -> Result<(), CheckpointError>;
 }
 
-/// Error loading or saving checkpoints.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckpointError {
-    /// Reading or writing the store failed.
-    #[error("checkpoint store {path}: {source}")]
-    Io {
-        /// The file or directory that could not be read or written.
-        path: PathBuf,
-        /// What went wrong.
-        #[source]
-        source: io::Error,
-    },
-    /// The store's contents could not be understood.
-    #[error("checkpoint store {path} is corrupt: {reason}")]
-    Corrupt {
-        /// The store's file.
-        path: PathBuf,
-        /// What is wrong with its contents.
-        reason: String,
-    },
-    /// A negative offset was given to save (offsets are next-to-read, so >= 0).
-    #[error(
-        "cannot checkpoint offset {offset} of {topic}[{partition}]: offsets to save are next-to-read, never negative"
-    )]
-    NegativeOffset {
-        /// Topic of the rejected offset.
-        topic: String,
-        /// Partition of the rejected offset.
-        partition: i32,
-        /// The rejected offset.
-        offset: i64,
-    },
-}
+pub use crate::error::CheckpointError;
 
 /// Positions by topic and partition.
 type Offsets = BTreeMap<(String, i32), i64>;

@@ -325,7 +325,7 @@ impl AtLeastOnce {
                 match done {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => break Err(e),
-                    Err(e) => break Err(Error::Background(e.to_string())),
+                    Err(e) => break Err(Error::Background(e)),
                 }
             }
             let record = tokio::select! {
@@ -377,9 +377,7 @@ impl AtLeastOnce {
         drop(lanes);
         let mut result = result;
         while let Some(done) = workers.join_next().await {
-            let lane = done
-                .map_err(|e| Error::Background(e.to_string()))
-                .and_then(|r| r);
+            let lane = done.map_err(Error::Background).and_then(|r| r);
             if let (Ok(()), Err(e)) = (&result, lane) {
                 result = Err(e);
             }

@@ -462,6 +462,8 @@ impl<C: Send + 'static> TransactionalProducer<C> {
         }
     }
 
+    // The refused record is handed back whole, as every send's error does (`ProduceError`).
+    #[allow(clippy::result_large_err)]
     fn refuse_if_unusable<'r>(
         &self,
         record: Record<'r, C>,
@@ -481,6 +483,7 @@ impl<C: Send + 'static> TransactionalProducer<C> {
     }
 
     /// [`note`](Self::note) for a send's result.
+    #[allow(clippy::result_large_err)] // passes a send's result through, as it is
     fn note_failed<T, D>(
         &self,
         result: std::result::Result<T, ProduceError<D>>,
