@@ -171,12 +171,14 @@ impl BlobStore for FsBlobStore {
 /// Blobs in an [`object_store::ObjectStore`] (S3, GCS, Azure, local, memory); locations are
 /// `<prefix>/<key>` paths in that store.
 #[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 #[derive(Clone, Debug)]
 pub struct ObjectStoreBlobs {
     store: Arc<dyn object_store::ObjectStore>,
 }
 
 #[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 impl ObjectStoreBlobs {
     /// Blobs in `store`.
     pub fn new(store: Arc<dyn object_store::ObjectStore>) -> Self {
@@ -188,6 +190,7 @@ impl ObjectStoreBlobs {
 use object_store::ObjectStoreExt as _;
 
 #[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 impl BlobStore for ObjectStoreBlobs {
     // `put` and `get` come from object_store's extension trait.
     fn put<'a>(

@@ -50,6 +50,8 @@
 //! ```
 //!
 //! Run `cargo run --example quickstart` to see it, on the embedded broker, end to end.
+// docs.rs builds with `--cfg docsrs` (see Cargo.toml): items of optional features say so.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The crate's lints are in Cargo.toml's `[lints]`. Library code never unwraps (tests, examples may):
 // an invariant says why with `expect`, anything else is an error. Not in `[lints]`, which would
 // cover the examples and integration tests too.
