@@ -99,3 +99,9 @@ pub(crate) fn deadline(after: std::time::Duration) -> std::time::Instant {
 
 /// What [`deadline`] saturates to.
 const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The README's Rust code blocks, compiled (and run: each defines an `async fn run()` that is not
+/// called) as doctests by `cargo test --doc`, so that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
