@@ -357,13 +357,9 @@ impl ClaimCheck {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}"); // writing to a String cannot fail
-            hex
-        })
+    let mut hex = String::with_capacity(64);
+    let _ = crate::write_hex(&mut hex, &Sha256::digest(bytes)); // a String takes every write
+    hex
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 //! [`topic_health`] gives a topic's partitions with their leader, replicas, in-sync replicas and
 //! watermarks.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
@@ -111,11 +111,7 @@ impl StatsHub {
     pub(crate) fn publish(&self, raw: Statistics) {
         let send_errors: u64 = raw.brokers.values().map(|b| b.txerrs).sum();
         let now = (raw.ts, raw.txmsgs, send_errors, raw.rxmsgs);
-        let previous = self
-            .previous
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(now);
+        let previous = crate::lock(&self.previous).replace(now);
         let (interval, sent, errors, received) = match previous {
             Some((ts, sent, errors, received)) if raw.ts > ts => (
                 Duration::from_micros((raw.ts - ts) as u64),

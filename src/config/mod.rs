@@ -512,6 +512,14 @@ fn check_with_librdkafka(key: &str, value: &str) -> Option<Problem> {
 }
 
 /// Rules that span properties: librdkafka enforces some only when the client starts, others never.
+/// The value of `acks` (or of its alias `request.required.acks`) when it is set to anything but
+/// all, which idempotence and transactions need.
+pub(crate) fn acks_not_all<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
+    get("acks")
+        .or_else(|| get("request.required.acks"))
+        .filter(|acks| !matches!(*acks, "all" | "-1"))
+}
+
 fn check_consistency(map: &BTreeMap<String, String>) -> Vec<Problem> {
     let get = |key: &str| map.get(key).map(String::as_str);
     let mut problems = Vec::new();
@@ -522,13 +530,11 @@ fn check_consistency(map: &BTreeMap<String, String>) -> Vec<Problem> {
         } else {
             "enable.idempotence=true"
         };
-        if let Some(acks) = get("acks").or(get("request.required.acks")) {
-            if !matches!(acks, "all" | "-1") {
-                problems.push(Problem::Conflict {
-                    property: "acks".into(),
-                    reason: format!("{why} needs acks=all, not acks={acks}"),
-                });
-            }
+        if let Some(acks) = acks_not_all(get) {
+            problems.push(Problem::Conflict {
+                property: "acks".into(),
+                reason: format!("{why} needs acks=all, not acks={acks}"),
+            });
         }
         let in_flight = get("max.in.flight.requests.per.connection").or(get("max.in.flight"));
         if let Some(n) = in_flight

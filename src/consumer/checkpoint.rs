@@ -30,9 +30,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+use crate::lock;
 
 /// Where a consumer keeps its positions outside Kafka.
 ///
@@ -179,11 +181,6 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
     fn save(&self, offsets: &[(&str, i32, i64)]) -> Result<(), CheckpointError> {
         (**self).save(offsets)
     }
-}
-
-/// Locks `mutex`, even if a thread panicked while holding it (the map is never left half-written).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn validate(offsets: &[(&str, i32, i64)]) -> Result<(), CheckpointError> {

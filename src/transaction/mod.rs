@@ -66,7 +66,7 @@ mod core;
 mod pipeline;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::producer::Producer as _;
@@ -76,6 +76,7 @@ use serde::Serialize;
 use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::consumer::{CommitOffsets, ConsumerGroupMetadata};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::partitioner::Partitioning;
 use crate::producer::{
     DeliveryFuture, DeliveryReport, DeliveryResultOf, ProduceError, Producer, Record,
@@ -228,13 +229,11 @@ pub(crate) fn transactional_problems(config: &KafkaConfig) -> Vec<Problem> {
             reason: "transactions need the idempotent producer; remove the setting".into(),
         });
     }
-    if let Some(acks) = config.get("acks").or(config.get("request.required.acks")) {
-        if !matches!(acks, "all" | "-1") {
-            problems.push(Problem::Conflict {
-                property: "acks".into(),
-                reason: format!("transactions need acks=all, not {acks}"),
-            });
-        }
+    if let Some(acks) = crate::config::acks_not_all(|key| config.get(key)) {
+        problems.push(Problem::Conflict {
+            property: "acks".into(),
+            reason: format!("transactions need acks=all, not {acks}"),
+        });
     }
     problems
 }
@@ -271,10 +270,6 @@ impl<C: Send + 'static> fmt::Debug for TransactionalProducer<C> {
             .field("fatal", &*lock(&self.state.fatal))
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<C: Send + 'static> TransactionalProducer<C> {

@@ -588,13 +588,13 @@ struct Holds {
 impl Holds {
     fn hold(&self, topic: &str, partition: i32) {
         self.handle.hold(topic, partition);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = crate::lock(&self.held);
         *held.entry((topic.to_owned(), partition)).or_insert(0) += 1;
     }
 
     fn release(&self, topic: &str, partition: i32) {
         let key = (topic.to_owned(), partition);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = crate::lock(&self.held);
         if let Some(n) = held.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
