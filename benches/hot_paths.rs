@@ -27,7 +27,7 @@ fn partitioner(c: &mut Criterion) {
         let key = vec![0xa5u8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("partition_for", size), &key, |b, key| {
-            b.iter(|| Md5Partitioner::partition_for(black_box(key), black_box(PARTITIONS)))
+            b.iter(|| Md5Partitioner::partition_for(black_box(key), black_box(PARTITIONS)));
         });
     }
 
@@ -35,10 +35,10 @@ fn partitioner(c: &mut Criterion) {
     let key = [0xa5u8; 8];
     group.throughput(Throughput::Elements(1));
     group.bench_function("partition_keyed_8", |b| {
-        b.iter(|| partitioner.partition("orders", Some(black_box(&key[..])), PARTITIONS, |_| true))
+        b.iter(|| partitioner.partition("orders", Some(black_box(&key[..])), PARTITIONS, |_| true));
     });
     group.bench_function("partition_keyless", |b| {
-        b.iter(|| partitioner.partition("orders", black_box(None), PARTITIONS, |_| true))
+        b.iter(|| partitioner.partition("orders", black_box(None), PARTITIONS, |_| true));
     });
     group.finish();
 }
@@ -58,7 +58,7 @@ fn headers(c: &mut Criterion) {
                 .timestamp_now()
                 .source(black_box("order-service"))
                 .into_inner()
-        })
+        });
     });
     group.bench_function("build_fixed", |b| {
         b.iter(|| {
@@ -69,7 +69,7 @@ fn headers(c: &mut Criterion) {
                 .timestamp_millis(black_box(1_736_937_000_123))
                 .source(black_box("order-service"))
                 .into_inner()
-        })
+        });
     });
 
     let owned = Headers::new()
@@ -87,7 +87,7 @@ fn headers(c: &mut Criterion) {
             black_box(reader.event_type().unwrap());
             black_box(reader.timestamp_millis().unwrap());
             black_box(reader.source().unwrap());
-        })
+        });
     });
     group.finish();
 }
@@ -109,7 +109,7 @@ fn delivery_report(c: &mut Criterion) {
     let mut group = c.benchmark_group("delivery_report");
     group.throughput(Throughput::Elements(1));
     group.bench_function("kafka_kit_from_message", |b| {
-        b.iter(|| DeliveryReport::from_message(black_box(&msg)).with_context(42u64))
+        b.iter(|| DeliveryReport::from_message(black_box(&msg)).with_context(42u64));
     });
     group.bench_function("rdkafka_future_delivery", |b| {
         b.iter(|| {
@@ -119,10 +119,10 @@ fn delivery_report(c: &mut Criterion) {
                 offset: msg.offset(),
                 timestamp: msg.timestamp(),
             }
-        })
+        });
     });
     group.bench_function("rdkafka_owned_message_clone", |b| {
-        b.iter(|| black_box(&msg).clone())
+        b.iter(|| black_box(&msg).clone());
     });
     group.finish();
 }
@@ -151,10 +151,10 @@ fn json(c: &mut Criterion) {
     let mut group = c.benchmark_group("json");
     group.throughput(Throughput::Bytes(encoded.len() as u64));
     group.bench_function("to_vec", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&event)).unwrap())
+        b.iter(|| serde_json::to_vec(black_box(&event)).unwrap());
     });
     group.bench_function("from_slice", |b| {
-        b.iter(|| serde_json::from_slice::<UserEvent>(black_box(&encoded)).unwrap())
+        b.iter(|| serde_json::from_slice::<UserEvent>(black_box(&encoded)).unwrap());
     });
     group.finish();
 }

@@ -470,15 +470,7 @@ impl Worker {
 
     /// The counts of the last progress line.
     fn last_progress(&self) -> ExactlyOnceStats {
-        let line = self.seen.iter().rev().find(|l| l.tag == "progress");
-        let get = |key| line.map_or(0, |l| l.number(key));
-        ExactlyOnceStats {
-            transactions_committed: get("transactions_committed"),
-            transactions_aborted: get("transactions_aborted"),
-            records_in: get("records_in"),
-            records_out: get("records_out"),
-            ..ExactlyOnceStats::default()
-        }
+        stats_of(self.seen.iter().rev().find(|l| l.tag == "progress"))
     }
 
     /// SIGKILL (on Unix; `TerminateProcess` on Windows), and the way the process ended.
@@ -511,16 +503,22 @@ impl Worker {
             "worker {} exited with {status}",
             self.name
         );
-        let last = self.seen.iter().rev().find(|l| l.tag == "stopped");
-        let get = |key| last.map_or(0, |l| l.number(key));
-        Ok(ExactlyOnceStats {
-            transactions_committed: get("transactions_committed"),
-            transactions_aborted: get("transactions_aborted"),
-            records_in: get("records_in"),
-            records_out: get("records_out"),
-            ..ExactlyOnceStats::default()
-        })
+        Ok(stats_of(
+            self.seen.iter().rev().find(|l| l.tag == "stopped"),
+        ))
     }
+}
+
+/// The counts a worker printed on `line` (`ExactlyOnceStats` is `#[non_exhaustive]`: filled in
+/// field by field).
+fn stats_of(line: Option<&Line>) -> ExactlyOnceStats {
+    let get = |key| line.map_or(0, |l| l.number(key));
+    let mut stats = ExactlyOnceStats::default();
+    stats.transactions_committed = get("transactions_committed");
+    stats.transactions_aborted = get("transactions_aborted");
+    stats.records_in = get("records_in");
+    stats.records_out = get("records_out");
+    stats
 }
 
 fn print_stats(name: &str, stats: &ExactlyOnceStats) {
@@ -695,6 +693,9 @@ fn fields(stats: &ExactlyOnceStats) -> String {
 fn stdin_closed() -> impl std::future::Future<Output = ()> {
     let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
     // A thread of its own: a blocking read on the runtime would hold up its shutdown.
+    // A watchdog in a worker process (not library code), on a thread of its own: sleeping and
+    // exiting is its job.
+    #[allow(clippy::disallowed_methods)]
     std::thread::spawn(move || {
         let mut line = String::new();
         while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {

@@ -106,7 +106,7 @@ fn parse() -> anyhow::Result<Args> {
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "produce" | "consume" | "eos" | "broker" => args.command = arg.clone(),
+            "produce" | "consume" | "eos" | "broker" => args.command.clone_from(&arg),
             "--runs" => args.runs = value()?.parse::<usize>()?.max(1),
             "--in-process-broker" => args.in_process_broker = true,
             "--also-partitioner" => args.also_partitioner = Some(partitioner(&value()?)?),
@@ -134,7 +134,7 @@ fn parse() -> anyhow::Result<Args> {
                     "throughput" => Preset::Throughput,
                     "fire-and-forget" => Preset::FireAndForget,
                     other => bail!("unknown preset {other}"),
-                })
+                });
             }
             "--partitioner" => args.partitioner = partitioner(&value()?)?,
             other => bail!("unknown argument {other} (see the doc comment of examples/perf.rs)"),
@@ -210,7 +210,7 @@ impl Run {
 
     fn finish(self, messages: u64, size: usize, latencies: Option<Vec<Duration>>) -> Figures {
         let wall = self.started.elapsed();
-        let cpu = cpu_time() - self.cpu;
+        let cpu = cpu_time().checked_sub(self.cpu).unwrap();
         self.progress.abort();
         let figures = Figures {
             msgs_per_sec: messages as f64 / wall.as_secs_f64(),
@@ -926,7 +926,7 @@ impl RawKind {
 }
 
 /// The floor: `BaseProducer`, no per-message state, delivery reports served by polling inline.
-async fn produce_floor(
+fn produce_floor(
     args: &Args,
     raw_config: &ClientConfig,
     topic: &str,
@@ -974,7 +974,7 @@ async fn produce_raw(
     let n = args.messages;
     let raw_config = args.raw_config(config);
     match kind {
-        RawKind::Floor => produce_floor(args, &raw_config, topic, payload, keys).await,
+        RawKind::Floor => produce_floor(args, &raw_config, topic, payload, keys),
         RawKind::ThreadedOpaque => {
             let run = Run::start(kind.label());
             let failed = Arc::new(AtomicU64::new(0));
@@ -992,7 +992,7 @@ async fn produce_raw(
                     match producer.send(r) {
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                            tokio::time::sleep(Duration::from_millis(1)).await
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                         Err((e, _)) => return Err(e.into()),
                     }

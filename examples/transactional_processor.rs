@@ -19,7 +19,7 @@
 //!   the consumer, so the aborted input would be skipped had the loop gone on. [`ExactlyOnce`]
 //!   aborts, rewinds to where the transaction began, and reads those inputs again.
 //! - Its business logic returns fixed values (10 points, balance 1000) and a wall-clock
-//!   `processed_at`. Here the results are computed from the event alone (see [`transform`]).
+//!   `processed_at`. Here the results are computed from the event alone (see `transform` below).
 //!
 //! Runs on an embedded broker in a few seconds, or on the cluster in `KAFKA_BOOTSTRAP_SERVERS`:
 //!

@@ -71,48 +71,7 @@ pub struct BlobRef {
     pub content_type: String,
 }
 
-/// What went wrong with a large payload.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClaimCheckError {
-    /// The store failed.
-    #[error("blob store: {location}: {reason}")]
-    Store {
-        /// The blob's location.
-        location: String,
-        /// What failed.
-        reason: String,
-    },
-    /// The reference names a blob the store does not have.
-    #[error("blob {location} is missing")]
-    Missing {
-        /// The blob's location.
-        location: String,
-    },
-    /// The blob's size differs from the reference's.
-    #[error("blob {location} has {actual} bytes, the reference says {expected}")]
-    SizeMismatch {
-        /// The blob's location.
-        location: String,
-        /// The size in the reference.
-        expected: u64,
-        /// The blob's size.
-        actual: u64,
-    },
-    /// The blob's checksum differs from the reference's: it was changed or corrupted.
-    #[error("blob {location} has SHA-256 {actual}, the reference says {expected}")]
-    ChecksumMismatch {
-        /// The blob's location.
-        location: String,
-        /// The checksum in the reference.
-        expected: String,
-        /// The blob's checksum.
-        actual: String,
-    },
-    /// The message is marked as a reference, but its payload is not one.
-    #[error("not a valid blob reference: {0}")]
-    BadReference(String),
-}
+pub use crate::error::ClaimCheckError;
 
 /// A place for large payloads. Implementations must be cheap to share across tasks.
 pub trait BlobStore: Send + Sync + 'static {
@@ -212,12 +171,14 @@ impl BlobStore for FsBlobStore {
 /// Blobs in an [`object_store::ObjectStore`] (S3, GCS, Azure, local, memory); locations are
 /// `<prefix>/<key>` paths in that store.
 #[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 #[derive(Clone, Debug)]
 pub struct ObjectStoreBlobs {
     store: Arc<dyn object_store::ObjectStore>,
 }
 
 #[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 impl ObjectStoreBlobs {
     /// Blobs in `store`.
     pub fn new(store: Arc<dyn object_store::ObjectStore>) -> Self {
@@ -229,6 +190,7 @@ impl ObjectStoreBlobs {
 use object_store::ObjectStoreExt as _;
 
 #[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 impl BlobStore for ObjectStoreBlobs {
     // `put` and `get` come from object_store's extension trait.
     fn put<'a>(
@@ -395,10 +357,9 @@ impl ClaimCheck {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hex = String::with_capacity(64);
+    let _ = crate::write_hex(&mut hex, &Sha256::digest(bytes)); // a String takes every write
+    hex
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@
 //! assert_eq!(err.code(), Some(RDKafkaErrorCode::QueueFull));
 //! ```
 
+use std::io;
+use std::path::PathBuf;
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::ConfigError;
@@ -40,21 +43,22 @@ pub enum Error {
     /// The configuration was rejected before any client was created.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// librdkafka (through rdkafka) reported an error.
-    #[error("kafka: {0}")]
+    /// librdkafka (through rdkafka) reported an error. Shown as rdkafka shows it, which names the
+    /// operation and librdkafka's code (`transparent`: `source()` is the `KafkaError`'s own).
+    #[error(transparent)]
     Kafka(#[from] KafkaError),
     /// A header was present but could not be read as the type asked for.
     #[error(transparent)]
     Header(#[from] HeaderError),
     /// A value could not be encoded as JSON.
-    #[error("could not encode the value as JSON: {0}")]
+    #[error("could not encode the value as JSON")]
     Encode(#[source] serde_json::Error),
     /// A record's value could not be decoded.
     #[error(transparent)]
-    Decode(#[from] crate::consumer::DecodeError),
+    Decode(#[from] DecodeError),
     /// A large payload could not be stored, fetched or verified.
     #[error(transparent)]
-    ClaimCheck(#[from] crate::claim_check::ClaimCheckError),
+    ClaimCheck(#[from] ClaimCheckError),
     /// A Schema Registry call, or a value's schema-registry encoding or decoding, failed.
     #[cfg(feature = "schema-registry")]
     #[cfg_attr(docsrs, doc(cfg(feature = "schema-registry")))]
@@ -62,7 +66,7 @@ pub enum Error {
     SchemaRegistry(#[from] crate::schema_registry::SchemaRegistryError),
     /// A checkpoint store failed.
     #[error(transparent)]
-    Checkpoint(#[from] crate::consumer::CheckpointError),
+    Checkpoint(#[from] CheckpointError),
     /// A record failed for good in a processing loop that has no dead-letter topic. It was not
     /// committed: it is read again after a restart.
     #[error(
@@ -80,9 +84,10 @@ pub enum Error {
         /// The last error.
         message: String,
     },
-    /// A background task kafka-kit runs (a blocking librdkafka call) failed or was cancelled.
-    #[error("a background task failed: {0}")]
-    Background(String),
+    /// A background task kafka-kit runs (a blocking librdkafka call, a processing lane) panicked
+    /// or was cancelled.
+    #[error("a background task failed")]
+    Background(#[source] tokio::task::JoinError),
     /// The producer was closed (or dropped) before the message's delivery report arrived.
     #[error("the producer was closed before the delivery report arrived")]
     Closed,
@@ -210,6 +215,99 @@ pub(crate) fn catch_panic<T>(callback: &'static str, f: impl FnOnce() -> T) -> R
         .map_err(|payload| Error::panicked(callback, &*payload))
 }
 
+/// A record's value could not be decoded.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("could not decode the record at {topic}[{partition}]@{offset}: {reason}")]
+pub struct DecodeError {
+    /// The record's topic.
+    pub topic: String,
+    /// The record's partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Error loading or saving checkpoints.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading or writing the store failed.
+    #[error("checkpoint store {path} could not be read or written")]
+    Io {
+        /// The file or directory that could not be read or written.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The store's contents could not be understood.
+    #[error("checkpoint store {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The store's file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        reason: String,
+    },
+    /// A negative offset was given to save (offsets are next-to-read, so >= 0).
+    #[error(
+        "cannot checkpoint offset {offset} of {topic}[{partition}]: offsets to save are next-to-read, never negative"
+    )]
+    NegativeOffset {
+        /// Topic of the rejected offset.
+        topic: String,
+        /// Partition of the rejected offset.
+        partition: i32,
+        /// The rejected offset.
+        offset: i64,
+    },
+}
+
+/// What went wrong with a large payload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimCheckError {
+    /// The store failed.
+    #[error("blob store: {location}: {reason}")]
+    Store {
+        /// The blob's location.
+        location: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The reference names a blob the store does not have.
+    #[error("blob {location} is missing")]
+    Missing {
+        /// The blob's location.
+        location: String,
+    },
+    /// The blob's size differs from the reference's.
+    #[error("blob {location} has {actual} bytes, the reference says {expected}")]
+    SizeMismatch {
+        /// The blob's location.
+        location: String,
+        /// The size in the reference.
+        expected: u64,
+        /// The blob's size.
+        actual: u64,
+    },
+    /// The blob's checksum differs from the reference's: it was changed or corrupted.
+    #[error("blob {location} has SHA-256 {actual}, the reference says {expected}")]
+    ChecksumMismatch {
+        /// The blob's location.
+        location: String,
+        /// The checksum in the reference.
+        expected: String,
+        /// The blob's checksum.
+        actual: String,
+    },
+    /// The message is marked as a reference, but its payload is not one.
+    #[error("not a valid blob reference: {0}")]
+    BadReference(String),
+}
+
 /// How to go on after an error in a transaction: see [`Error::recovery`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recovery {
@@ -299,6 +397,33 @@ mod tests {
 
         assert_eq!(Error::Closed.code(), None);
         assert!(!Error::Closed.is_retriable());
+    }
+
+    #[test]
+    fn error_stays_small() {
+        // Every `Result` carries it. The largest variant is rdkafka's `KafkaError` (80 bytes),
+        // left unboxed so that callers can match on it (`Error::Kafka(KafkaError::Transaction(e))`);
+        // the others are smaller, so boxing them would not shrink `Error`. Box a new variant that
+        // would make it grow.
+        assert!(
+            std::mem::size_of::<Error>() <= 80,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
+        assert!(std::mem::size_of::<Result<()>>() <= 80);
+    }
+
+    #[test]
+    fn display_does_not_repeat_the_source() {
+        use std::error::Error as _;
+        let kafka = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        let err = Error::from(kafka.clone());
+        assert_eq!(err.to_string(), kafka.to_string());
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let json_text = json.to_string();
+        let err = Error::from(json);
+        assert!(!err.to_string().contains(&json_text), "{err}");
+        assert_eq!(err.source().map(ToString::to_string), Some(json_text));
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl HeaderError {
 ///
 /// Setters never fail. Setting a header twice appends a second entry (Kafka
 /// allows duplicates); [`HeaderReader`] reads the last one.
+#[must_use = "headers do nothing until they are set on a record"]
 #[derive(Clone, Default)]
 pub struct Headers {
     inner: OwnedHeaders,
@@ -192,15 +193,7 @@ impl Headers {
     /// Sets [`names::TIMESTAMP`] from a [`SystemTime`], in whole milliseconds
     /// (rounded down; times before the epoch are negative, far times saturate).
     pub fn timestamp(self, time: SystemTime) -> Self {
-        let millis = match time.duration_since(UNIX_EPOCH) {
-            Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
-            Err(err) => {
-                let before = err.duration();
-                let partial = u128::from(before.subsec_nanos() % 1_000_000 != 0);
-                i64::try_from(before.as_millis() + partial).map_or(i64::MIN, |ms| -ms)
-            }
-        };
-        self.timestamp_millis(millis)
+        self.timestamp_millis(crate::unix_millis(time))
     }
 
     /// Sets [`names::TIMESTAMP`] to `millis` since the Unix epoch.
@@ -279,7 +272,7 @@ impl<'a, H: KafkaHeaders + ?Sized> HeaderReader<'a, H> {
     /// Iterates over `(name, value)` pairs in order; `None` is a null value.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
         let headers = self.headers;
-        let count = headers.map_or(0, |h| h.count());
+        let count = headers.map_or(0, rdkafka::message::Headers::count);
         (0..count).filter_map(move |idx| entry(headers?, idx))
     }
 
@@ -503,14 +496,11 @@ fn random_parent_id() -> [u8; 8] {
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("00-")?;
-        self.trace_id
-            .iter()
-            .try_for_each(|b| write!(f, "{b:02x}"))?;
+        crate::write_hex(f, &self.trace_id)?;
         f.write_str("-")?;
-        self.parent_id
-            .iter()
-            .try_for_each(|b| write!(f, "{b:02x}"))?;
-        write!(f, "-{:02x}", self.flags)
+        crate::write_hex(f, &self.parent_id)?;
+        f.write_str("-")?;
+        crate::write_hex(f, &[self.flags])
     }
 }
 

@@ -53,12 +53,12 @@
 //! ```
 //!
 //! Run `cargo run --example quickstart` to see it, on the embedded broker, end to end.
-#![deny(missing_docs, unsafe_code, rust_2018_idioms)]
+// docs.rs builds with `--cfg docsrs` (see Cargo.toml): items of optional features say so.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![warn(clippy::all)]
-// A failed send hands the whole message back (`ProduceError`), and the success side (a
-// `DeliveryReport`) is of the same size: boxing the error would only add an allocation.
-#![allow(clippy::result_large_err)]
+// The crate's lints are in Cargo.toml's `[lints]`. Library code never unwraps (tests, examples may):
+// an invariant says why with `expect`, anything else is an error. Not in `[lints]`, which would
+// cover the examples and integration tests too.
+#![deny(clippy::unwrap_used)]
 
 pub mod claim_check;
 pub mod config;
@@ -82,7 +82,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Background(e.to_string()))?
+        .map_err(Error::Background)?
 }
 pub use rdkafka;
 
@@ -92,6 +92,28 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes `bytes` as lowercase hex digits, two per byte (SHA-256 sums, W3C trace context).
+pub(crate) fn write_hex(out: &mut impl std::fmt::Write, bytes: &[u8]) -> std::fmt::Result {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().try_for_each(|&b| {
+        out.write_char(char::from(DIGITS[usize::from(b >> 4)]))?;
+        out.write_char(char::from(DIGITS[usize::from(b & 0xf)]))
+    })
+}
+
+/// Milliseconds since the Unix epoch, rounded down (towards the past: 1.5 ms before the epoch is
+/// -2); times beyond `i64`'s range saturate.
+pub(crate) fn unix_millis(time: std::time::SystemTime) -> i64 {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(err) => {
+            let before = err.duration();
+            let partial = u128::from(before.subsec_nanos() % 1_000_000 != 0);
+            i64::try_from(before.as_millis() + partial).map_or(i64::MIN, |ms| -ms)
+        }
+    }
 }
 
 /// The instant `after` from now, saturating: a timeout of `Duration::MAX` means "no deadline"
@@ -105,3 +127,37 @@ pub(crate) fn deadline(after: std::time::Duration) -> std::time::Instant {
 
 /// What [`deadline`] saturates to.
 const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The README's Rust code blocks, compiled (and run: each defines an `async fn run()` that is not
+/// called) as doctests by `cargo test --doc`, so that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        let mut hex = String::new();
+        super::write_hex(&mut hex, &[0x00, 0x0f, 0xa5, 0xff]).unwrap();
+        assert_eq!(hex, "000fa5ff");
+    }
+
+    #[test]
+    fn unix_millis_rounds_down() {
+        assert_eq!(
+            super::unix_millis(UNIX_EPOCH + Duration::from_micros(1500)),
+            1
+        );
+        assert_eq!(
+            super::unix_millis(UNIX_EPOCH - Duration::from_micros(1500)),
+            -2
+        );
+        assert_eq!(
+            super::unix_millis(UNIX_EPOCH - Duration::from_millis(5)),
+            -5
+        );
+    }
+}

@@ -30,7 +30,7 @@
 //! [`topic_health`] gives a topic's partitions with their leader, replicas, in-sync replicas and
 //! watermarks.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
@@ -42,6 +42,7 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
 /// One statistics report of a client, with rates since the previous report.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct ClientStats {
     /// The time since the previous report (since the client started, for the first).
@@ -76,6 +77,7 @@ pub struct ClientStats {
 }
 
 /// A broker's figures.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerStats {
     /// The broker's name (`host:port/id`).
@@ -109,11 +111,7 @@ impl StatsHub {
     pub(crate) fn publish(&self, raw: Statistics) {
         let send_errors: u64 = raw.brokers.values().map(|b| b.txerrs).sum();
         let now = (raw.ts, raw.txmsgs, send_errors, raw.rxmsgs);
-        let previous = self
-            .previous
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(now);
+        let previous = crate::lock(&self.previous).replace(now);
         let (interval, sent, errors, received) = match previous {
             Some((ts, sent, errors, received)) if raw.ts > ts => (
                 Duration::from_micros((raw.ts - ts) as u64),
@@ -209,6 +207,7 @@ impl StatsHub {
 }
 
 /// A topic's partitions, their leaders, replicas and watermarks.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicHealth {
     /// The topic.
@@ -229,6 +228,7 @@ impl TopicHealth {
 }
 
 /// A partition's leader, replicas and watermarks.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionHealth {
     /// The partition.
@@ -257,10 +257,12 @@ pub async fn topic_health(config: &KafkaConfig, topic: &str) -> Result<TopicHeal
         let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         let Some(found) = found.filter(|t| t.error().is_none()) else {
-            let code = found.and_then(|t| t.error()).map_or(
-                rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition,
-                Into::into,
-            );
+            let code = found
+                .and_then(rdkafka::metadata::MetadataTopic::error)
+                .map_or(
+                    rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition,
+                    Into::into,
+                );
             return Err(Error::Kafka(rdkafka::error::KafkaError::MetadataFetch(
                 code,
             )));

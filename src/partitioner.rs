@@ -182,7 +182,7 @@ mod tests {
             .map(|_| p.partition("t", None, 4, |_| false))
             .collect();
         let mut sorted = picks.clone();
-        sorted.sort();
+        sorted.sort_unstable();
         assert_eq!(sorted, [0, 1, 2, 3]);
     }
 

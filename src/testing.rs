@@ -437,7 +437,7 @@ where
     loop {
         match unless_fatal(stream.next().await?) {
             Ok(Some(value)) => return Some(Ok(value)),
-            Ok(None) => continue,
+            Ok(None) => {}
             Err(e) => return Some(Err(e)),
         }
     }

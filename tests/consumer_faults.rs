@@ -437,7 +437,7 @@ async fn group_id_not_found_on_the_offset_fetch_is_reported_and_reading_goes_on(
             m.request_errors(
                 RDKafkaApiKey::OffsetFetch,
                 &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND; 3],
-            )
+            );
         })?;
         let mut consumer = consumer(&config, &common::unique_topic("new-group"), &topic)
             .assignment(assignment)
@@ -472,6 +472,8 @@ async fn a_hook_that_never_returns_does_not_hold_the_drop() -> anyhow::Result<()
     impl RebalanceListener for Stuck {
         fn on_assigned(&self, _: &Assigned) {
             self.0.store(true, Ordering::SeqCst);
+            // A hook that blocks the polling thread: what this test is about.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_secs(30));
         }
     }

@@ -261,7 +261,7 @@ async fn no_commit_passes_an_unfinished_record() -> anyhow::Result<()> {
     tokio::time::timeout(
         Duration::from_secs(30),
         restarted.run(holding_handler(released, again.clone()), async move {
-            d.notified().await
+            d.notified().await;
         }),
     )
     .await

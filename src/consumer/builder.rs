@@ -20,6 +20,7 @@ use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::error::{Error, Result};
 
 /// Builds a [`Consumer`]. Setters never fail; [`build`](Self::build) reports every problem.
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct ConsumerBuilder {
     config: KafkaConfig,
     group_id: Option<String>,

@@ -30,9 +30,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+use crate::lock;
 
 /// Where a consumer keeps its positions outside Kafka.
 ///
@@ -49,40 +51,7 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn save(&self, offsets: &[(&str, i32, i64)]) -> Result<(), CheckpointError>;
 }
 
-/// Error loading or saving checkpoints.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckpointError {
-    /// Reading or writing the store failed.
-    #[error("checkpoint store {path}: {source}")]
-    Io {
-        /// The file or directory that could not be read or written.
-        path: PathBuf,
-        /// What went wrong.
-        #[source]
-        source: io::Error,
-    },
-    /// The store's contents could not be understood.
-    #[error("checkpoint store {path} is corrupt: {reason}")]
-    Corrupt {
-        /// The store's file.
-        path: PathBuf,
-        /// What is wrong with its contents.
-        reason: String,
-    },
-    /// A negative offset was given to save (offsets are next-to-read, so >= 0).
-    #[error(
-        "cannot checkpoint offset {offset} of {topic}[{partition}]: offsets to save are next-to-read, never negative"
-    )]
-    NegativeOffset {
-        /// Topic of the rejected offset.
-        topic: String,
-        /// Partition of the rejected offset.
-        partition: i32,
-        /// The rejected offset.
-        offset: i64,
-    },
-}
+pub use crate::error::CheckpointError;
 
 /// Positions by topic and partition.
 type Offsets = BTreeMap<(String, i32), i64>;
@@ -212,11 +181,6 @@ impl<T: CheckpointStore + ?Sized> CheckpointStore for Arc<T> {
     fn save(&self, offsets: &[(&str, i32, i64)]) -> Result<(), CheckpointError> {
         (**self).save(offsets)
     }
-}
-
-/// Locks `mutex`, even if a thread panicked while holding it (the map is never left half-written).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn validate(offsets: &[(&str, i32, i64)]) -> Result<(), CheckpointError> {

@@ -11,6 +11,7 @@ use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::error::{Error, Result};
 
 /// A partition's consumer lag.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionLag {
     /// The topic.

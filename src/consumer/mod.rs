@@ -194,6 +194,7 @@ pub trait RebalanceListener: Send + Sync + 'static {
 }
 
 /// What an assignment gave this consumer (already applied when the listener hears of it).
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Assigned {
     /// Each new partition, where it starts, and why.
@@ -201,6 +202,7 @@ pub struct Assigned {
 }
 
 /// What a revocation took from this consumer.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Revoked {
     /// The partitions revoked.

@@ -84,7 +84,7 @@ impl Shared {
             generation: AtomicU64::new(0),
             finished: Condvar::new(),
             revoke_timeout,
-            stats: Default::default(),
+            stats: crate::monitoring::StatsHub::default(),
             seeks: Mutex::new(Some(Vec::new())),
             revoke_started: tokio::sync::Notify::new(),
             ended: Mutex::default(),
@@ -174,7 +174,7 @@ pub(super) fn spawn(
         .spawn(move || {
             let shared = consumer.context().shared.clone();
             let polled = catch_panic("the consumer's polling thread", || {
-                poll_loop(&consumer, &sender, &stop, batch)
+                poll_loop(&consumer, &sender, &stop, batch);
             });
             if let Err(e) = polled {
                 *lock(&shared.ended) = Some(e);
@@ -215,6 +215,8 @@ fn poll_loop(
             return; // dropping the sender ends the stream
         }
         match step {
+            // The polling thread is kafka-kit's own: nothing else runs on it.
+            #[allow(clippy::disallowed_methods)]
             Step::Wait => std::thread::sleep(Duration::from_millis(1)),
             Step::Poll { timeout, pause } => {
                 if let Some(pause) = pause {
@@ -371,7 +373,7 @@ fn serve_hold_backs(consumer: &BaseConsumer<KitContext>, shared: &Shared) {
                 "kafka_kit: a key's queue is full; partition held back"
             ),
             Err(e) => {
-                tracing::warn!(topic, partition, error = %e, "kafka_kit: could not hold back or let go of a partition")
+                tracing::warn!(topic, partition, error = %e, "kafka_kit: could not hold back or let go of a partition");
             }
         }
     }
@@ -522,6 +524,9 @@ impl Inner {
                         && !self.stop.load(Ordering::Acquire) =>
                 {
                     tracing::debug!(error = %e, "kafka_kit: commit failed; retrying");
+                    // Runs on a blocking thread (`crate::blocking`) or the polling thread, never
+                    // on an async worker.
+                    #[allow(clippy::disallowed_methods)]
                     std::thread::sleep(Duration::from_millis(200));
                     let state = self.shared.state();
                     offsets.retain(|t, p| state.may_commit(t, p));
@@ -537,6 +542,10 @@ impl Inner {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = lock(&self.thread).take() {
             while !thread.is_finished() && Instant::now() < deadline {
+                // A bounded wait (until `deadline`), by design: `drop` and `close` return only
+                // once the polling thread stopped or the shutdown deadline passed, on whichever
+                // thread the consumer is dropped.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(Duration::from_millis(2));
             }
             if thread.is_finished() {
@@ -571,6 +580,8 @@ impl Drop for Inner {
                 // `Inner`'s own handle goes right after this drop returns; another one (a
                 // polling thread left behind) keeps the consumer open until it ends.
                 while Arc::strong_count(&consumer) > 1 && Instant::now() < deadline {
+                    // The "kafka-kit-close" thread is kafka-kit's own.
+                    #[allow(clippy::disallowed_methods)]
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 drop(consumer);

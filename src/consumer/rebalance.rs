@@ -127,7 +127,7 @@ impl KitContext {
         }
         assign(&list)?;
         self.hook("RebalanceListener::on_assigned", |l| {
-            l.on_assigned(&Assigned { starts })
+            l.on_assigned(&Assigned { starts });
         });
         Ok(())
     }
@@ -188,7 +188,7 @@ impl KitContext {
                 partitions: listed,
                 committed,
                 offsets: to_commit,
-            })
+            });
         });
     }
 }
@@ -200,7 +200,7 @@ impl ConsumerContext for KitContext {
         match result {
             Ok(()) => record_committed(&self.shared, offsets),
             Err(error) => {
-                tracing::warn!(error = %error, "kafka_kit: commit failed; the next commit sends its offsets again")
+                tracing::warn!(error = %error, "kafka_kit: commit failed; the next commit sends its offsets again");
             }
         }
     }

@@ -111,19 +111,7 @@ impl fmt::Debug for ConsumerRecord {
     }
 }
 
-/// A record's value could not be decoded.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("could not decode the record at {topic}[{partition}]@{offset}: {reason}")]
-pub struct DecodeError {
-    /// The record's topic.
-    pub topic: String,
-    /// The record's partition.
-    pub partition: i32,
-    /// The record's offset.
-    pub offset: i64,
-    /// What was wrong.
-    pub reason: String,
-}
+pub use crate::error::DecodeError;
 
 /// An offset to commit: the next one to read, as Kafka expects. Built from a record with
 /// [`ConsumerRecord::next_offset`], so the classic off-by-one (committing the record's own offset,

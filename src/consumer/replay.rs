@@ -62,14 +62,10 @@ impl StopAt {
     }
 }
 
-pub(crate) fn millis(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
+pub(crate) use crate::unix_millis as millis;
 
 /// Where a newly assigned partition starts, and why.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionStart {
     /// The topic.

@@ -786,9 +786,21 @@ mod tests {
         let r = record(&state, "t", 0, 3);
         state.fetched(r);
         let first = state.take(2).unwrap().unwrap();
-        assert_eq!(first.iter().map(|r| r.offset()).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            first
+                .iter()
+                .map(super::super::record::ConsumerRecord::offset)
+                .collect::<Vec<_>>(),
+            [0, 1]
+        );
         let second = state.take(10).unwrap().unwrap();
-        assert_eq!(second.iter().map(|r| r.offset()).collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            second
+                .iter()
+                .map(super::super::record::ConsumerRecord::offset)
+                .collect::<Vec<_>>(),
+            [2]
+        );
         assert!(state.take(10).unwrap().is_err());
         assert_eq!(state.take(10).unwrap().unwrap()[0].offset(), 3);
         assert!(state.take(10).is_none());
@@ -891,7 +903,13 @@ mod tests {
         assert!(!state.is_current(&a));
         assert!(state.is_current(&b));
         let batch = state.take(10).unwrap().unwrap();
-        assert_eq!(batch.iter().map(|r| r.partition()).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            batch
+                .iter()
+                .map(super::super::record::ConsumerRecord::partition)
+                .collect::<Vec<_>>(),
+            [1]
+        );
         assert!(state.is_current(&record(&state, "t", 0, 5)));
         // A partition revoked before the seek is served is not moved (not owned).
         state.begin_revoke(&parts(&[("t", 1)]), false);

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::partitioner::{Md5Partitioner, Partitioning};
 
 /// Builds a [`Producer`].
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct ProducerBuilder<C = ()> {
     pub(super) config: KafkaConfig,
     pub(super) partitioning: Partitioning,

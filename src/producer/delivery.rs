@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::partitioner::Md5Partitioner;
 
 /// Where a message was stored: the result of a successful send.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryReport<C = ()> {
     /// The topic.
@@ -79,6 +80,7 @@ impl<C> DeliveryReport<C> {
 }
 
 /// A message that could not be sent or delivered, with the error, the message and the context.
+#[non_exhaustive]
 pub struct ProduceError<C = ()> {
     /// What went wrong. See [`Error::is_retriable`].
     pub error: Error,
@@ -127,6 +129,9 @@ pub(super) struct Failed {
     message: OwnedRecord,
 }
 
+// A failure hands the whole message back (184 bytes with its error) and the success side, a
+// `DeliveryReport`, is 80: boxing would add an allocation to every failed delivery for little.
+#[allow(clippy::result_large_err)]
 fn outcome(result: &DeliveryResult<'_>) -> Outcome {
     match result {
         Ok(message) => Ok(DeliveryReport::from_message(message)),
@@ -137,6 +142,8 @@ fn outcome(result: &DeliveryResult<'_>) -> Outcome {
     }
 }
 
+// See `outcome`.
+#[allow(clippy::result_large_err)]
 fn with_context<C>(
     outcome: Outcome,
     context: C,
@@ -194,6 +201,7 @@ pub(super) struct Shared {
 }
 
 /// Counters of a producer's messages since it was built.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStats {
     /// Messages accepted into the local queue.

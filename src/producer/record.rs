@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 /// A message to send: topic, optional key, payload, partition, timestamp and headers, and the
 /// caller's context `C`. Key and payload are borrowed; librdkafka copies them when the message is
 /// enqueued.
+#[must_use = "a record does nothing until it is sent"]
 pub struct Record<'a, C = ()> {
     pub(super) topic: &'a str,
     pub(super) key: Option<&'a [u8]>,
@@ -133,6 +134,7 @@ impl<C> fmt::Debug for Record<'_, C> {
 
 /// A message that was not delivered, handed back whole so that it can be retried or
 /// dead-lettered. [`OwnedRecord::as_record`] turns it back into a [`Record`].
+#[must_use = "a record does nothing until it is sent"]
 #[derive(Clone, Default)]
 pub struct OwnedRecord {
     /// The topic.
@@ -209,7 +211,9 @@ impl OwnedRecord {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             timestamp: message.timestamp().to_millis(),
-            headers: message.headers().map(|h| h.detach()),
+            headers: message
+                .headers()
+                .map(rdkafka::message::BorrowedHeaders::detach),
         }
     }
 }

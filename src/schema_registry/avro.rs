@@ -14,7 +14,7 @@ use super::{SchemaRegistryError, SubjectNameStrategy};
 use crate::consumer::ConsumerRecord;
 use crate::lock;
 
-fn invalid_schema(e: apache_avro::Error) -> SchemaRegistryError {
+fn invalid_schema(e: &apache_avro::Error) -> SchemaRegistryError {
     SchemaRegistryError::InvalidSchema {
         schema_type: SchemaType::Avro,
         reason: e.to_string(),
@@ -51,7 +51,7 @@ impl AvroSerializer {
     /// A serializer writing with `schema` (Avro JSON), registered on first use under
     /// `<topic>-value`. A schema that does not parse is an error now, not at the first value.
     pub fn new(registry: &SchemaRegistry, schema: &str) -> Result<Self, SchemaRegistryError> {
-        let parsed = apache_avro::Schema::parse_str(schema).map_err(invalid_schema)?;
+        let parsed = apache_avro::Schema::parse_str(schema).map_err(|e| invalid_schema(&e))?;
         Ok(AvroSerializer {
             registry: registry.clone(),
             schema: Schema::avro(schema),
@@ -163,7 +163,7 @@ impl AvroDeserializer {
     /// Resolves values to this reader schema (Avro JSON).
     pub fn reader_schema(mut self, schema: &str) -> Result<Self, SchemaRegistryError> {
         self.reader = Some(Arc::new(
-            apache_avro::Schema::parse_str(schema).map_err(invalid_schema)?,
+            apache_avro::Schema::parse_str(schema).map_err(|e| invalid_schema(&e))?,
         ));
         Ok(self)
     }
@@ -240,8 +240,9 @@ impl SchemaRegistry {
                 found: schema.schema_type,
             });
         }
-        let parsed =
-            Arc::new(apache_avro::Schema::parse_str(&schema.schema).map_err(invalid_schema)?);
+        let parsed = Arc::new(
+            apache_avro::Schema::parse_str(&schema.schema).map_err(|e| invalid_schema(&e))?,
+        );
         Ok(lock(&self.inner.avro).entry(id).or_insert(parsed).clone())
     }
 }

@@ -209,9 +209,17 @@ fn serve(stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             state.delay
         };
         if let Some(delay) = delay {
+            // The mock registry's own connection thread: a slow registry, for timeout tests.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(delay);
         }
-        let (status, answer) = handle(&mut lock(state), method, path, &body, authorization);
+        let (status, answer) = handle(
+            &mut lock(state),
+            method,
+            path,
+            &body,
+            authorization.as_deref(),
+        );
         let answer = answer.to_string();
         let response = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{answer}",
@@ -225,7 +233,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     let _ = writer.shutdown(Shutdown::Both);
 }
 
-fn error(status: u16, code: u32, message: String) -> (u16, Value) {
+fn error(status: u16, code: u32, message: &str) -> (u16, Value) {
     (status, json!({ "error_code": code, "message": message }))
 }
 
@@ -234,17 +242,13 @@ fn handle(
     method: &str,
     path: &str,
     body: &[u8],
-    authorization: Option<String>,
+    authorization: Option<&str>,
 ) -> (u16, Value) {
     if let Some(status) = state.fail.pop_front() {
-        return error(
-            status,
-            u32::from(status) * 100 + 1,
-            "injected failure".into(),
-        );
+        return error(status, u32::from(status) * 100 + 1, "injected failure");
     }
-    if state.auth.is_some() && state.auth != authorization {
-        return error(401, 40101, "Unauthorized".into());
+    if state.auth.is_some() && state.auth.as_deref() != authorization {
+        return error(401, 40101, "Unauthorized");
     }
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -264,7 +268,7 @@ fn handle(
                 .and_then(|id| state.schemas.get(id.checked_sub(1)?));
             match schema {
                 Some(schema) => (200, schema_json(schema)),
-                None => error(404, 40403, format!("Schema {id} not found")),
+                None => error(404, 40403, &format!("Schema {id} not found")),
             }
         }
         ("GET", ["subjects", subject, "versions", "latest"]) => {
@@ -277,7 +281,7 @@ fn handle(
                     answer["version"] = json!(versions.len());
                     (200, answer)
                 }
-                _ => error(404, 40401, format!("Subject '{subject}' not found.")),
+                _ => error(404, 40401, &format!("Subject '{subject}' not found.")),
             }
         }
         ("POST", ["compatibility", "subjects", subject, "versions", "latest"]) => {
@@ -286,7 +290,7 @@ fn handle(
                 Err(answer) => return answer,
             };
             let Some(&latest) = state.subjects.get(*subject).and_then(|v| v.last()) else {
-                return error(404, 40401, format!("Subject '{subject}' not found."));
+                return error(404, 40401, &format!("Subject '{subject}' not found."));
             };
             match incompatibility(&state.schemas[latest as usize - 1], &schema) {
                 Ok(None) => (200, json!({ "is_compatible": true })),
@@ -297,7 +301,7 @@ fn handle(
         _ => error(
             404,
             404,
-            format!("{method} {path}: not served by the mock registry"),
+            &format!("{method} {path}: not served by the mock registry"),
         ),
     }
 }
@@ -318,7 +322,7 @@ fn register(state: &mut State, subject: &str, schema: Schema) -> (u16, Value) {
                 return error(
                     409,
                     409,
-                    format!("Schema being registered is incompatible with an earlier schema for subject \"{subject}\": {why}"),
+                    &format!("Schema being registered is incompatible with an earlier schema for subject \"{subject}\": {why}"),
                 )
             }
             Err(answer) => return answer,
@@ -352,7 +356,7 @@ fn incompatibility(latest: &Schema, new: &Schema) -> Result<Option<String>, (u16
     }
     let parse = |s: &Schema| {
         apache_avro::Schema::parse_str(&s.schema)
-            .map_err(|e| error(422, 42201, format!("Invalid schema: {e}")))
+            .map_err(|e| error(422, 42201, &format!("Invalid schema: {e}")))
     };
     let (writer, reader) = (parse(latest)?, parse(new)?);
     Ok(
@@ -364,16 +368,16 @@ fn incompatibility(latest: &Schema, new: &Schema) -> Result<Option<String>, (u16
 
 fn request_schema(body: &[u8]) -> Result<Schema, (u16, Value)> {
     let request: Value = serde_json::from_slice(body)
-        .map_err(|e| error(422, 42201, format!("Invalid request: {e}")))?;
+        .map_err(|e| error(422, 42201, &format!("Invalid request: {e}")))?;
     let text = request
         .get("schema")
         .and_then(Value::as_str)
-        .ok_or_else(|| error(422, 42201, "Invalid request: no schema".into()))?;
+        .ok_or_else(|| error(422, 42201, "Invalid request: no schema"))?;
     let schema_type = match request.get("schemaType").and_then(Value::as_str) {
         None | Some("AVRO") => SchemaType::Avro,
         Some("JSON") => SchemaType::Json,
         Some("PROTOBUF") => SchemaType::Protobuf,
-        Some(other) => return Err(error(422, 42201, format!("Unknown schema type {other}"))),
+        Some(other) => return Err(error(422, 42201, &format!("Unknown schema type {other}"))),
     };
     let valid = match schema_type {
         SchemaType::Avro => apache_avro::Schema::parse_str(text)
@@ -388,7 +392,7 @@ fn request_schema(body: &[u8]) -> Result<Schema, (u16, Value)> {
             }),
         _ => Ok(()),
     };
-    valid.map_err(|e| error(422, 42201, format!("Invalid schema: {e}")))?;
+    valid.map_err(|e| error(422, 42201, &format!("Invalid schema: {e}")))?;
     Ok(Schema {
         schema_type,
         schema: text.to_owned(),

@@ -170,8 +170,8 @@ impl<S: Source, K: Sink> Core<S, K> {
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
-                _ = revoke, if due.is_some() => Event::Revoke,
-                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => Event::Due,
+                () = revoke, if due.is_some() => Event::Revoke,
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => Event::Due,
                 record = self.source.next() => Event::Record(record),
             };
             match event {
@@ -371,7 +371,7 @@ impl<S: Source, K: Sink> Core<S, K> {
             .entry(id.clone())
             .or_insert((0, String::new()));
         entry.0 += 1;
-        entry.1 = error.to_owned();
+        error.clone_into(&mut entry.1);
     }
 
     async fn abort_if_open(&mut self, reason: &str) -> Result<()> {

@@ -66,7 +66,7 @@ mod core;
 mod pipeline;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::producer::Producer as _;
@@ -76,6 +76,7 @@ use serde::Serialize;
 use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::consumer::{CommitOffsets, ConsumerGroupMetadata};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::partitioner::Partitioning;
 use crate::producer::{
     DeliveryFuture, DeliveryReport, DeliveryResultOf, ProduceError, Producer, Record,
@@ -84,6 +85,7 @@ use crate::producer::{
 pub use pipeline::{ExactlyOnce, ExactlyOnceBuilder, ExactlyOnceStats, Progress};
 
 /// Builds a [`TransactionalProducer`]: see [`TransactionalProducer::builder`].
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct TransactionalProducerBuilder<C = ()> {
     config: KafkaConfig,
     transactional_id: String,
@@ -227,13 +229,11 @@ pub(crate) fn transactional_problems(config: &KafkaConfig) -> Vec<Problem> {
             reason: "transactions need the idempotent producer; remove the setting".into(),
         });
     }
-    if let Some(acks) = config.get("acks").or(config.get("request.required.acks")) {
-        if !matches!(acks, "all" | "-1") {
-            problems.push(Problem::Conflict {
-                property: "acks".into(),
-                reason: format!("transactions need acks=all, not {acks}"),
-            });
-        }
+    if let Some(acks) = crate::config::acks_not_all(|key| config.get(key)) {
+        problems.push(Problem::Conflict {
+            property: "acks".into(),
+            reason: format!("transactions need acks=all, not {acks}"),
+        });
     }
     problems
 }
@@ -270,10 +270,6 @@ impl<C: Send + 'static> fmt::Debug for TransactionalProducer<C> {
             .field("fatal", &*lock(&self.state.fatal))
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<C: Send + 'static> TransactionalProducer<C> {
@@ -461,6 +457,8 @@ impl<C: Send + 'static> TransactionalProducer<C> {
         }
     }
 
+    // The refused record is handed back whole, as every send's error does (`ProduceError`).
+    #[allow(clippy::result_large_err)]
     fn refuse_if_unusable<'r>(
         &self,
         record: Record<'r, C>,
@@ -480,6 +478,7 @@ impl<C: Send + 'static> TransactionalProducer<C> {
     }
 
     /// [`note`](Self::note) for a send's result.
+    #[allow(clippy::result_large_err)] // passes a send's result through, as it is
     fn note_failed<T, D>(
         &self,
         result: std::result::Result<T, ProduceError<D>>,
@@ -509,8 +508,8 @@ mod tests {
         assert_eq!(librdkafka_timeout(second), Timeout::After(second));
         let limit = Duration::from_millis(i32::MAX as u64);
         assert_eq!(
-            librdkafka_timeout(limit - Duration::from_millis(1)),
-            Timeout::After(limit - Duration::from_millis(1))
+            librdkafka_timeout(limit.checked_sub(Duration::from_millis(1)).unwrap()),
+            Timeout::After(limit.checked_sub(Duration::from_millis(1)).unwrap())
         );
         // 25 days: rdkafka's cast would make it negative.
         for long in [limit, Duration::from_secs(25 * 24 * 3600), Duration::MAX] {

@@ -19,6 +19,7 @@ use crate::partitioner::Partitioning;
 use crate::producer::{DeliveryFuture, OwnedRecord};
 
 /// Builds an [`ExactlyOnce`] pipeline: see [`ExactlyOnce::builder`].
+#[must_use = "a builder does nothing until `build()` is called"]
 pub struct ExactlyOnceBuilder {
     config: KafkaConfig,
     group_id: Option<String>,
@@ -432,6 +433,7 @@ impl fmt::Debug for ExactlyOnce {
 }
 
 /// What an [`ExactlyOnce`] pipeline did so far.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExactlyOnceStats {
     /// Transactions committed.
@@ -589,13 +591,13 @@ struct Holds {
 impl Holds {
     fn hold(&self, topic: &str, partition: i32) {
         self.handle.hold(topic, partition);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = crate::lock(&self.held);
         *held.entry((topic.to_owned(), partition)).or_insert(0) += 1;
     }
 
     fn release(&self, topic: &str, partition: i32) {
         let key = (topic.to_owned(), partition);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = crate::lock(&self.held);
         if let Some(n) = held.get_mut(&key) {
             *n -= 1;
             if *n == 0 {

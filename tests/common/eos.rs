@@ -142,7 +142,7 @@ pub async fn read_until(
         match tokio::time::timeout(left, consumer.recv()).await {
             Err(_) | Ok(None) => break,
             Ok(Some(Ok(record))) => {
-                payloads.push(String::from_utf8_lossy(record.payload().unwrap_or_default()).into())
+                payloads.push(String::from_utf8_lossy(record.payload().unwrap_or_default()).into());
             }
             Ok(Some(Err(e))) if stops_reading(&e) => return Err(e.into()),
             Ok(Some(Err(e))) => {
@@ -376,7 +376,7 @@ pub async fn fenced_producer_is_unusable(cluster: &TestCluster) -> anyhow::Resul
             m.request_errors(
                 RDKafkaApiKey::AddPartitionsToTxn,
                 &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
-            )
+            );
         })?;
     }
 
@@ -575,7 +575,9 @@ pub async fn exactly_once_survives_a_crash(cluster: &TestCluster) -> anyhow::Res
         .await
         .context("the aborted task was not dropped within 30 s")?;
     ensure!(
-        crashed.as_ref().is_err_and(|e| e.is_cancelled()),
+        crashed
+            .as_ref()
+            .is_err_and(tokio::task::JoinError::is_cancelled),
         "{crashed:?}"
     );
     let committed_first = first_progress.snapshot();

@@ -142,6 +142,7 @@ impl RetryPolicy {
 }
 
 /// What an [`AtLeastOnce`] loop did.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessingStats {
     /// Records whose handler succeeded.
@@ -176,6 +177,7 @@ impl Counters {
 }
 
 /// An at-least-once processing loop over a [`Consumer`]. See the [module docs](self).
+#[must_use = "an `AtLeastOnce` does nothing until `run` (or `run_json`) is awaited"]
 pub struct AtLeastOnce {
     consumer: Consumer,
     commit_records: u64,
@@ -387,7 +389,7 @@ impl AtLeastOnce {
                 match done {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => failed = Some(e),
-                    Err(e) => failed = Some(Error::Background(e.to_string())),
+                    Err(e) => failed = Some(Error::Background(e)),
                 }
             }
             if let Some(e) = failed {
@@ -398,7 +400,7 @@ impl AtLeastOnce {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break Ok(()),
-                    _ = keyed.room() => {}
+                    () = keyed.room() => {}
                     _ = ticker.tick() => {}
                 }
                 continue;
@@ -446,9 +448,7 @@ impl AtLeastOnce {
         }
         let mut result = result;
         while let Some(done) = workers.join_next().await {
-            let lane = done
-                .map_err(|e| Error::Background(e.to_string()))
-                .and_then(|r| r);
+            let lane = done.map_err(Error::Background).and_then(|r| r);
             if let (Ok(()), Err(e)) = (&result, lane) {
                 result = Err(e);
             }
@@ -684,7 +684,7 @@ where
             ),
             Err(e) if e.ends_processing() => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries")
+                tracing::warn!(error = %e, "kafka_kit: batch commit failed; the next one retries");
             }
         }
         Ok(())
