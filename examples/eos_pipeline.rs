@@ -608,10 +608,10 @@ async fn run_worker(name: &str) -> anyhow::Result<()> {
         .group_id(var("EOS_PIPELINE_GROUP")?)
         .topics([var("EOS_PIPELINE_INPUT")?])
         .transactional_id(var("EOS_PIPELINE_TRANSACTIONAL_ID")?)
-        .offset_reset(OffsetReset::Earliest)
+        .consumer(|c| c.offset_reset(OffsetReset::Earliest))
         .commit_every(
-            Duration::from_millis(number("EOS_PIPELINE_INTERVAL_MS")?.unwrap_or(100)),
             number("EOS_PIPELINE_BATCH")?.unwrap_or(1000) as usize,
+            Duration::from_millis(number("EOS_PIPELINE_INTERVAL_MS")?.unwrap_or(100)),
         )
         .build()?;
     tokio::spawn(report(eos.progress()));
@@ -661,8 +661,8 @@ fn transform(record: &ConsumerRecord, output: &str, by: &str) -> anyhow::Result<
         by: by.into(),
     };
     Ok(vec![OwnedRecord::to(output)
-        .with_key(record.key().unwrap_or_default())
-        .with_json(&out)?])
+        .key(record.key().unwrap_or_default())
+        .json(&out)?])
 }
 
 /// Prints a `progress` line after each commit and abort.

@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         .statistics_interval(Duration::from_secs(1))
         .build()?;
     let producer: Producer = Producer::builder(&producer_config).build()?;
-    let mut stats = producer.statistics();
+    let mut stats = producer.client_stats();
     let running = Arc::new(AtomicBool::new(true));
     let sending = {
         let (producer, running, topic) = (producer.clone(), running.clone(), topic.clone());

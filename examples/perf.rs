@@ -708,12 +708,13 @@ async fn pipeline_exactly_once(
 ) -> anyhow::Result<Figures> {
     create_topic(cluster, output, args.partitions).await?;
     let config = consumer_config(args, cluster)?;
+    let partitioning = args.partitioning();
     let pipeline = ExactlyOnce::builder(&config)
         .group_id(format!("perf-eos-{}", run_id()))
         .topics([input])
         .transactional_id(format!("perf-eos-{}", run_id()))
-        .offset_reset(OffsetReset::Earliest)
-        .partitioning(args.partitioning())
+        .consumer(|c| c.offset_reset(OffsetReset::Earliest))
+        .producer(move |p| p.partitioning(partitioning))
         .build()?;
     let progress = pipeline.progress();
     let run = Run::start("exactly-once pipeline");

@@ -173,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
         .group_id(GROUP)
         .topics([&input])
         .transactional_id(TRANSACTIONAL_ID)
-        .offset_reset(OffsetReset::Earliest)
+        .consumer(|c| c.offset_reset(OffsetReset::Earliest))
         .build()?;
     let reporter = Arc::new(Reporter::new(pipeline.progress()));
     println!(
@@ -201,8 +201,8 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(40)).await;
                 let processed = transform(&event)?;
                 Ok::<_, anyhow::Error>(vec![OwnedRecord::to(output)
-                    .with_key(record.key().unwrap_or_default())
-                    .with_json(&processed)?])
+                    .key(record.key().unwrap_or_default())
+                    .json(&processed)?])
             }
         },
         shutdown,

@@ -5,8 +5,8 @@
 //! With [`ConfigBuilder::statistics_interval`](crate::config::ConfigBuilder::statistics_interval)
 //! set, librdkafka reports its statistics periodically; rdkafka parses them into its
 //! [`Statistics`], and kafka-kit turns each report into a [`ClientStats`] snapshot with the rates
-//! computed since the previous one. [`Producer::statistics`](crate::producer::Producer::statistics)
-//! and [`Consumer::statistics`](crate::consumer::Consumer::statistics) are streams of them.
+//! computed since the previous one. [`Producer::client_stats`](crate::producer::Producer::client_stats)
+//! and [`Consumer::client_stats`](crate::consumer::Consumer::client_stats) are streams of them.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -17,7 +17,7 @@
 //! # async fn run() -> anyhow::Result<()> {
 //! let config = KafkaConfig::builder().statistics_interval(Duration::from_secs(5)).build()?;
 //! let producer: Producer = Producer::builder(&config).build()?;
-//! let mut stats = producer.statistics();
+//! let mut stats = producer.client_stats();
 //! while let Some(s) = stats.next().await {
 //!     println!("{:.0} msg/s, {:.1} errors/s, queue {}, batches of {:.1} messages",
 //!         s.messages_sent_per_sec, s.send_errors_per_sec, s.queue_depth, s.avg_batch_messages);
@@ -30,6 +30,7 @@
 //! [`topic_health`] gives a topic's partitions with their leader, replicas, in-sync replicas and
 //! watermarks.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ use rdkafka::Statistics;
 use tokio::sync::watch;
 
 use crate::config::KafkaConfig;
+use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
 
 /// One statistics report of a client, with rates since the previous report.
@@ -71,7 +73,7 @@ pub struct ClientStats {
     pub brokers: Vec<BrokerStats>,
     /// Each consumed partition's lag as librdkafka sees it: the partition's end (its last stable
     /// offset under `read_committed`) minus the committed offset (-1: not known yet).
-    pub partition_lag: Vec<(String, i32, i64)>,
+    pub partition_lag: BTreeMap<TopicPartition, i64>,
     /// Everything librdkafka reported.
     pub raw: Arc<Statistics>,
 }
@@ -159,17 +161,22 @@ impl StatsHub {
             })
             .collect();
         brokers.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut partition_lag: Vec<(String, i32, i64)> = raw
+        let partition_lag: BTreeMap<TopicPartition, i64> = raw
             .topics
             .values()
             .flat_map(|t| {
                 t.partitions
                     .values()
                     .filter(|p| p.partition >= 0 && p.consumer_lag >= -1 && p.fetch_state != "none")
-                    .map(move |p| (t.topic.clone(), p.partition, p.consumer_lag))
+                    .map(move |p| {
+                        let partition = TopicPartition {
+                            topic: t.topic.clone(),
+                            partition: p.partition,
+                        };
+                        (partition, p.consumer_lag)
+                    })
             })
             .collect();
-        partition_lag.sort();
         let stats = ClientStats {
             interval,
             messages_sent: raw.txmsgs,

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use kafka_kit::consumer::processing::{dead_letter_headers, AtLeastOnce, RetryPolicy};
 use kafka_kit::consumer::{
     group_lag, Assignment, Consumer, ConsumerRecord, MemoryCheckpoints, NextOffset, OffsetReset,
-    StartAt, StopAt,
+    StartAt, StopAt, TopicPartition,
 };
 use kafka_kit::producer::{Producer, Record};
 use kafka_kit::rdkafka::Message;
@@ -93,7 +93,7 @@ async fn restarted_consumer_resumes_right_after_the_last_commit() -> anyhow::Res
     }
     let committed = first.committed().await?;
     ensure!(
-        committed.get(&topic, 0) == Some(NextOffset::new(10)),
+        committed.get(&topic, 0) == Some(NextOffset::resume_at(10)),
         "{committed:?}"
     );
     first.close().await?;
@@ -461,9 +461,11 @@ async fn lag_figures_are_exact() -> anyhow::Result<()> {
         .assign(&topic, [0, 1, 2])
         .build()?;
     let mut offsets = kafka_kit::consumer::CommitOffsets::new();
-    offsets
-        .insert(&topic, 0, NextOffset::new(4))
-        .insert(&topic, 1, NextOffset::new(11));
+    offsets.insert(&topic, 0, NextOffset::resume_at(4)).insert(
+        &topic,
+        1,
+        NextOffset::resume_at(11),
+    );
     consumer
         .commit_offsets(&offsets, kafka_kit::rdkafka::consumer::CommitMode::Sync)
         .await?;
@@ -509,14 +511,17 @@ async fn checkpoints_restore_positions_and_follow_commits() -> anyhow::Result<()
         "started at {firsts:?}"
     );
     // Reaching offset 3 of partition 1 may take a few more records.
-    while !store.snapshot().contains_key(&(topic.clone(), 1)) {
+    while !store
+        .snapshot()
+        .contains_key(&TopicPartition::new(&topic, 1))
+    {
         let record = next(&mut consumer).await?;
         if record.partition() == 1 && record.offset() == 3 {
             consumer.commit(&record).await?;
         }
     }
     ensure!(
-        store.snapshot().get(&(topic.clone(), 1)) == Some(&4),
+        store.snapshot().get(&TopicPartition::new(&topic, 1)) == Some(&4),
         "{:?}",
         store.snapshot()
     );

@@ -161,7 +161,7 @@ async fn statistics_snapshots_arrive_with_rates_and_lag() -> anyhow::Result<()> 
         .statistics_interval(Duration::from_millis(100))
         .build()?;
     let producer: Producer = Producer::builder(&config).build()?;
-    let mut stats = producer.statistics();
+    let mut stats = producer.client_stats();
     for i in 0..50 {
         producer
             .send_and_forget(Record::to(&topic).payload(&format!("m{i}")))
@@ -197,7 +197,7 @@ async fn statistics_snapshots_arrive_with_rates_and_lag() -> anyhow::Result<()> 
         .assign(&topic, [0])
         .start_at(StartAt::Beginning)
         .build()?;
-    let mut consumer_stats = consumer.statistics();
+    let mut consumer_stats = consumer.client_stats();
     let mut last = None;
     for _ in 0..50 {
         last = Some(
@@ -213,7 +213,7 @@ async fn statistics_snapshots_arrive_with_rates_and_lag() -> anyhow::Result<()> 
             let s = consumer_stats.next().await?;
             if s.partition_lag
                 .iter()
-                .any(|(t, p, lag)| *t == topic && *p == 0 && *lag == 0)
+                .any(|(tp, lag)| tp.topic == topic && tp.partition == 0 && *lag == 0)
             {
                 return Some(s);
             }

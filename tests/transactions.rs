@@ -85,7 +85,7 @@ async fn run_with_injected_errors(
         &common::unique_topic("inject-group"),
         &common::unique_topic("inject-id"),
     )?
-    .commit_every(Duration::from_millis(100), 1000)
+    .commit_every(1000, Duration::from_millis(100))
     .retry(RetryPolicy::attempts(5).backoff(Duration::from_millis(20)))
     .build()?;
     let progress = eos.progress();
@@ -288,7 +288,7 @@ async fn fenced_pipeline_stops_with_a_fatal_error() -> anyhow::Result<()> {
     produce_inputs(&cluster, &input, 0..10, 3).await?;
     let id = common::unique_topic("fenced-pipeline-id");
     let eos = pipeline(&cluster, &input, &common::unique_topic("fenced-group"), &id)?
-        .commit_every(Duration::from_millis(50), 1000)
+        .commit_every(1000, Duration::from_millis(50))
         .build()?;
     let progress = eos.progress();
     let run = tokio::spawn(eos.run(copy_to(&output), std::future::pending::<()>()));
@@ -362,7 +362,7 @@ async fn pipeline_fans_out_and_commits_the_open_transaction_at_shutdown() -> any
         &common::unique_topic("fanout-group"),
         &common::unique_topic("fanout-id"),
     )?
-    .commit_every(Duration::from_secs(30), 25)
+    .commit_every(25, Duration::from_secs(30))
     .build()?;
     let progress = eos.progress();
     let transformed = Arc::new(AtomicUsize::new(0));
@@ -640,7 +640,7 @@ async fn dropped_pipeline_leaves_the_group_promptly() -> anyhow::Result<()> {
         &common::unique_topic("dropped-group"),
         &common::unique_topic("dropped-id"),
     )?
-    .commit_every(Duration::from_secs(30), 1000)
+    .commit_every(1000, Duration::from_secs(30))
     .build()?;
     let progress = eos.progress();
     let transformed = Arc::new(AtomicUsize::new(0));
@@ -900,10 +900,10 @@ fn config_problems<T: std::fmt::Debug>(
 async fn zero_durations_are_config_errors() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let builder = || pipeline(&cluster, "zero-in", "zero-group", "zero-id");
-    let found = config_problems(builder()?.commit_every(Duration::ZERO, 100).build())?;
+    let found = config_problems(builder()?.commit_every(100, Duration::ZERO).build())?;
     ensure!(found == ["commit_interval"], "{found:?}");
     let message = builder()?
-        .commit_every(Duration::ZERO, 100)
+        .commit_every(100, Duration::ZERO)
         .build()
         .err()
         .context("built")?
@@ -915,7 +915,7 @@ async fn zero_durations_are_config_errors() -> anyhow::Result<()> {
     // All at once, with the other problems.
     let found = config_problems(
         builder()?
-            .commit_every(Duration::ZERO, 0)
+            .commit_every(0, Duration::ZERO)
             .init_timeout(Duration::ZERO)
             .transaction_timeout(Duration::ZERO)
             .build(),
@@ -964,7 +964,7 @@ async fn duration_max_never_panics() -> anyhow::Result<()> {
     let producer: TransactionalProducer =
         TransactionalProducer::builder(&config, common::unique_topic("max-id"))
             .operation_timeout(Duration::MAX)
-            .queue_full_timeout(Duration::MAX)
+            .producer(|p| p.queue_full_timeout(Duration::MAX))
             .build()?;
     producer.init(Duration::MAX).await?;
     producer.begin()?;
@@ -993,7 +993,7 @@ async fn duration_max_never_panics() -> anyhow::Result<()> {
         &common::unique_topic("max-group"),
         &common::unique_topic("max-id"),
     )?
-    .commit_every(Duration::MAX, 5)
+    .commit_every(5, Duration::MAX)
     .init_timeout(Duration::MAX)
     .retry(RetryPolicy::attempts(3).max_backoff(Duration::MAX))
     .build()?;

@@ -1,30 +1,6 @@
-//! Consumer positions kept outside Kafka, to restore when partitions are assigned.
+//! Consumer positions kept outside Kafka, to restore when partitions are assigned: see
+//! [`CheckpointStore`].
 //!
-//! A [`CheckpointStore`] remembers, for each topic and partition, the offset a consumer should
-//! read next. Save positions as records are processed (in the same place as their results, if you
-//! can), and when partitions are assigned, seek each one to what [`CheckpointStore::load`] returns.
-//!
-//! Offsets stored are always the **next offset to read**, as with Kafka's committed offsets: after
-//! processing the record at offset 41, save 42. Never save a record's own offset, or that record
-//! is processed twice after a restart.
-//!
-//! Two stores come with the crate: [`MemoryCheckpoints`] (tests, and state that lives as long as
-//! the process) and [`FileCheckpoints`] (a JSON file, rewritten atomically). Share one between
-//! tasks with an [`Arc`], which is a store too.
-//!
-//! # Example
-//!
-//! ```
-//! use kafka_kit::consumer::checkpoint::{CheckpointStore, MemoryCheckpoints};
-//!
-//! let store = MemoryCheckpoints::new();
-//! // The record at offset 41 of orders[0] is processed: the next one to read is 42.
-//! store.save(&[("orders", 0, 42)])?;
-//!
-//! assert_eq!(store.load("orders", 0)?, Some(42));
-//! assert_eq!(store.load("orders", 1)?, None); // never saved: start where the consumer's config says
-//! # Ok::<(), kafka_kit::consumer::checkpoint::CheckpointError>(())
-//! ```
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -34,11 +10,38 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::TopicPartition;
 use crate::lock;
 
 /// Where a consumer keeps its positions outside Kafka.
 ///
 /// Offsets are the next offset to read of a partition, never a record's own offset.
+///
+/// A [`CheckpointStore`] remembers, for each topic and partition, the offset a consumer should
+/// read next. Save positions as records are processed (in the same place as their results, if you
+/// can), and when partitions are assigned, seek each one to what [`CheckpointStore::load`] returns.
+///
+/// Offsets stored are always the **next offset to read**, as with Kafka's committed offsets: after
+/// processing the record at offset 41, save 42. Never save a record's own offset, or that record
+/// is processed twice after a restart.
+///
+/// Two stores come with the crate: [`MemoryCheckpoints`] (tests, and state that lives as long as
+/// the process) and [`FileCheckpoints`] (a JSON file, rewritten atomically). Share one between
+/// tasks with an [`Arc`], which is a store too.
+///
+/// # Example
+///
+/// ```
+/// use kafka_kit::consumer::{CheckpointStore, MemoryCheckpoints};
+///
+/// let store = MemoryCheckpoints::new();
+/// // The record at offset 41 of orders[0] is processed: the next one to read is 42.
+/// store.save(&[("orders", 0, 42)])?;
+///
+/// assert_eq!(store.load("orders", 0)?, Some(42));
+/// assert_eq!(store.load("orders", 1)?, None); // never saved: start where the consumer's config says
+/// # Ok::<(), kafka_kit::consumer::CheckpointError>(())
+/// ```
 pub trait CheckpointStore: Send + Sync + 'static {
     /// The next offset to read of `topic`/`partition`, if one was saved.
     fn load(&self, topic: &str, partition: i32) -> Result<Option<i64>, CheckpointError>;
@@ -69,8 +72,11 @@ impl MemoryCheckpoints {
     }
 
     /// A copy of everything saved: the next offset to read by `(topic, partition)`.
-    pub fn snapshot(&self) -> BTreeMap<(String, i32), i64> {
-        lock(&self.offsets).clone()
+    pub fn snapshot(&self) -> BTreeMap<TopicPartition, i64> {
+        lock(&self.offsets)
+            .iter()
+            .map(|((topic, partition), offset)| (TopicPartition::new(topic, *partition), *offset))
+            .collect()
     }
 }
 
@@ -322,8 +328,8 @@ mod tests {
         assert_eq!(store.load("orders", 0).unwrap(), Some(43));
         assert_eq!(store.load("orders", 1).unwrap(), Some(7));
         let expected = BTreeMap::from([
-            (("orders".to_owned(), 0), 43),
-            (("orders".to_owned(), 1), 7),
+            (TopicPartition::new("orders", 0), 43),
+            (TopicPartition::new("orders", 1), 7),
         ]);
         assert_eq!(store.snapshot(), expected);
     }

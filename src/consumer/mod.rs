@@ -96,7 +96,7 @@
 //! from outside it; [`lag_reports`] the same, periodically.
 
 mod builder;
-pub mod checkpoint;
+mod checkpoint;
 mod lag;
 mod poll;
 pub mod processing;
@@ -168,6 +168,16 @@ pub struct TopicPartition {
     pub topic: String,
     /// The partition.
     pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A partition of a topic.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
 }
 
 impl fmt::Display for TopicPartition {
@@ -294,7 +304,7 @@ impl Consumer {
             let mut offsets = CommitOffsets::new();
             for e in list.elements() {
                 if let Some(offset) = e.offset().to_raw().filter(|&o| o >= 0) {
-                    offsets.insert(e.topic(), e.partition(), NextOffset::new(offset));
+                    offsets.insert(e.topic(), e.partition(), NextOffset::resume_at(offset));
                 }
             }
             Ok(offsets)
@@ -350,7 +360,7 @@ impl Consumer {
     /// The client's statistics reports, as they come (needs
     /// [`statistics_interval`](crate::config::ConfigBuilder::statistics_interval)); they include
     /// the lag of each partition as this consumer sees it.
-    pub fn statistics(
+    pub fn client_stats(
         &self,
     ) -> futures_util::stream::BoxStream<'static, Arc<crate::monitoring::ClientStats>> {
         self.inner.shared.stats.subscribe()

@@ -120,9 +120,15 @@ pub use crate::error::DecodeError;
 pub struct NextOffset(pub(crate) i64);
 
 impl NextOffset {
-    /// The next offset to read is `offset`: for offsets that come from elsewhere (a checkpoint
-    /// store, an admin tool), already in the next-to-read convention.
-    pub fn new(offset: i64) -> Self {
+    /// The offset after the record at `offset`: what to commit once that record is done.
+    pub fn after(offset: i64) -> Self {
+        NextOffset(offset.saturating_add(1))
+    }
+
+    /// Reading resumes at `offset`, which is read next, not skipped: for positions already in
+    /// the next-to-read convention (a committed offset, a checkpoint, an admin tool's), or to
+    /// rewind to a record.
+    pub fn resume_at(offset: i64) -> Self {
         NextOffset(offset)
     }
 

@@ -7,7 +7,7 @@ use rdkafka::Offset;
 use crate::consumer::checkpoint::CheckpointError;
 
 /// Where a consumer starts reading a partition when it is assigned one. A checkpoint saved in the
-/// consumer's [`CheckpointStore`](crate::consumer::checkpoint::CheckpointStore) wins over this.
+/// consumer's [`CheckpointStore`](crate::consumer::CheckpointStore) wins over this.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StartAt {
     /// The group's committed offset, or `auto.offset.reset` where there is none.

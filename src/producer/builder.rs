@@ -34,6 +34,19 @@ impl<C> fmt::Debug for ProducerBuilder<C> {
     }
 }
 
+impl<C> ProducerBuilder<C> {
+    /// The configuration the producer will be created with.
+    pub(crate) fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (a builder that wraps this one adds its properties).
+    pub(crate) fn with_config(mut self, config: KafkaConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
 impl<C: Send + 'static> ProducerBuilder<C> {
     /// How messages without an explicit partition are routed (default: [`Partitioning::Md5`]).
     pub fn partitioning(mut self, partitioning: Partitioning) -> Self {

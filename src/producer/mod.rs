@@ -334,7 +334,7 @@ impl<C: Send + 'static> Producer<C> {
 
     /// The client's statistics reports, as they come (needs
     /// [`statistics_interval`](crate::config::ConfigBuilder::statistics_interval)).
-    pub fn statistics(
+    pub fn client_stats(
         &self,
     ) -> futures_util::stream::BoxStream<'static, Arc<crate::monitoring::ClientStats>> {
         self.inner.shared.stats.subscribe()

@@ -152,7 +152,7 @@ pub struct OwnedRecord {
 }
 
 impl OwnedRecord {
-    /// A record for `topic`, with nothing else set yet: fill it with the `with_` setters.
+    /// A record for `topic`, with nothing else set yet: fill it with the setters, named as [`Record`]'s.
     pub fn to(topic: impl Into<String>) -> Self {
         OwnedRecord {
             topic: topic.into(),
@@ -161,31 +161,31 @@ impl OwnedRecord {
     }
 
     /// With this key.
-    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.key = Some(key.into());
         self
     }
 
     /// With this payload.
-    pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+    pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
         self.payload = Some(payload.into());
         self
     }
 
     /// With `value` as JSON for its payload.
-    pub fn with_json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self> {
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self> {
         self.payload = Some(serde_json::to_vec(value)?);
         Ok(self)
     }
 
     /// With these headers.
-    pub fn with_headers(mut self, headers: impl Into<OwnedHeaders>) -> Self {
+    pub fn headers(mut self, headers: impl Into<OwnedHeaders>) -> Self {
         self.headers = Some(headers.into());
         self
     }
 
     /// Sent to this partition, bypassing the partitioner.
-    pub fn with_partition(mut self, partition: i32) -> Self {
+    pub fn partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
         self
     }

@@ -229,7 +229,7 @@ impl<S: Source, K: Sink> Core<S, K> {
         if batch.starts.get(topic, partition).is_none() {
             batch
                 .starts
-                .insert(topic, partition, NextOffset::new(record.offset()));
+                .insert(topic, partition, NextOffset::resume_at(record.offset()));
             self.source.hold(topic, partition);
         }
         let index = batch.inputs.len();
@@ -895,11 +895,7 @@ mod tests {
     }
 
     fn out(record: &ConsumerRecord) -> OwnedRecord {
-        OwnedRecord::to("out").with_payload(format!(
-            "out-{}-{}",
-            record.partition(),
-            record.offset()
-        ))
+        OwnedRecord::to("out").payload(format!("out-{}-{}", record.partition(), record.offset()))
     }
 
     /// A transform that fails `times` times on the input at `partition`/`offset`, every time if

@@ -77,9 +77,9 @@ use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::consumer::{CommitOffsets, ConsumerGroupMetadata};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::partitioner::Partitioning;
 use crate::producer::{
-    DeliveryFuture, DeliveryReport, DeliveryResultOf, ProduceError, Producer, Record,
+    DeliveryFuture, DeliveryReport, DeliveryResultOf, ProduceError, Producer, ProducerBuilder,
+    Record,
 };
 
 pub use pipeline::{ExactlyOnce, ExactlyOnceBuilder, ExactlyOnceStats, Progress};
@@ -87,19 +87,18 @@ pub use pipeline::{ExactlyOnce, ExactlyOnceBuilder, ExactlyOnceStats, Progress};
 /// Builds a [`TransactionalProducer`]: see [`TransactionalProducer::builder`].
 #[must_use = "a builder does nothing until `build()` is called"]
 pub struct TransactionalProducerBuilder<C = ()> {
-    config: KafkaConfig,
+    /// The producer's own options, composed rather than repeated: see
+    /// [`producer`](Self::producer).
+    producer: ProducerBuilder<C>,
     transactional_id: String,
     transaction_timeout: Option<Duration>,
     operation_timeout: Duration,
-    partitioning: Partitioning,
-    queue_full_timeout: Duration,
-    _context: std::marker::PhantomData<fn() -> C>,
 }
 
 impl<C> fmt::Debug for TransactionalProducerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransactionalProducerBuilder")
-            .field("config", &self.config)
+            .field("producer", &self.producer)
             .field("transactional_id", &self.transactional_id)
             .field("transaction_timeout", &self.transaction_timeout)
             .field("operation_timeout", &self.operation_timeout)
@@ -123,23 +122,32 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
         self
     }
 
-    /// How messages without a partition are routed (default: Python-compatible MD5).
-    pub fn partitioning(mut self, partitioning: Partitioning) -> Self {
-        self.partitioning = partitioning;
-        self
-    }
-
-    /// How long a send waits for room in a full local queue (default 30 s). `Duration::MAX`
-    /// means as long as it takes.
-    pub fn queue_full_timeout(mut self, timeout: Duration) -> Self {
-        self.queue_full_timeout = timeout;
+    /// The producer's own options (partitioning, the full-queue wait, …), set on its
+    /// [`ProducerBuilder`]: the transactional producer is a [`Producer`] with a transactional
+    /// id, and takes the same options.
+    ///
+    /// ```
+    /// # use kafka_kit::{config::KafkaConfig, partitioner::Partitioning};
+    /// # use kafka_kit::transaction::TransactionalProducer;
+    /// # fn f() -> kafka_kit::Result<()> {
+    /// # let config = KafkaConfig::builder().build()?;
+    /// let builder = TransactionalProducer::<()>::builder(&config, "points-0")
+    ///     .producer(|p| p.partitioning(Partitioning::Murmur2Random));
+    /// # Ok(()) }
+    /// ```
+    pub fn producer(
+        mut self,
+        options: impl FnOnce(ProducerBuilder<C>) -> ProducerBuilder<C>,
+    ) -> Self {
+        self.producer = options(self.producer);
         self
     }
 
     /// Creates the producer, reporting every problem of the configuration at once. Call
     /// [`TransactionalProducer::init`] before the first transaction.
     pub fn build(self) -> Result<TransactionalProducer<C>> {
-        let mut problems = transactional_problems(&self.config);
+        let base = self.producer.config().clone();
+        let mut problems = transactional_problems(&base);
         if self.transactional_id.trim().is_empty() {
             problems.push(Problem::Missing {
                 property: "transactional.id".into(),
@@ -174,25 +182,19 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
         let timeout = self
             .transaction_timeout
             .map(|t| t.as_millis().to_string())
-            .or_else(|| self.config.get("transaction.timeout.ms").map(str::to_owned));
+            .or_else(|| base.get("transaction.timeout.ms").map(str::to_owned));
         if let Some(timeout) = &timeout {
             extra.push(("transaction.timeout.ms", timeout.clone()));
         }
         // librdkafka refuses a message timeout longer than the transaction timeout.
-        if self.config.get("message.timeout.ms").is_none()
-            && self.config.get("delivery.timeout.ms").is_none()
-        {
+        if base.get("message.timeout.ms").is_none() && base.get("delivery.timeout.ms").is_none() {
             extra.push((
                 "message.timeout.ms",
                 timeout.unwrap_or_else(|| "60000".into()),
             ));
         }
-        let config = self.config.with(extra)?;
-        let producer = Producer::builder(&config)
-            .partitioning(self.partitioning)
-            // The producer adds it to `Instant::now()`: keep that sum within range.
-            .queue_full_timeout(self.queue_full_timeout.min(NO_TIMEOUT))
-            .build()?;
+        let config = base.with(extra)?;
+        let producer = self.producer.with_config(config).build()?;
         Ok(TransactionalProducer {
             producer,
             state: Arc::new(State {
@@ -203,9 +205,6 @@ impl<C: Send + 'static> TransactionalProducerBuilder<C> {
         })
     }
 }
-
-/// A timeout long enough to mean "none": a century.
-const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `timeout` for a librdkafka call. rdkafka hands librdkafka a `Duration` as `i32` milliseconds
 /// by a truncating cast (25 days become a negative number, which librdkafka reads as "no
@@ -282,13 +281,10 @@ impl<C: Send + 'static> TransactionalProducer<C> {
         transactional_id: impl Into<String>,
     ) -> TransactionalProducerBuilder<C> {
         TransactionalProducerBuilder {
-            config: config.clone(),
+            producer: Producer::builder(config),
             transactional_id: transactional_id.into(),
             transaction_timeout: None,
             operation_timeout: Duration::from_secs(60),
-            partitioning: Partitioning::default(),
-            queue_full_timeout: Duration::from_secs(30),
-            _context: std::marker::PhantomData,
         }
     }
 

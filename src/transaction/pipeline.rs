@@ -12,11 +12,10 @@ use super::{transactional_problems, TransactionalProducer};
 use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::consumer::processing::RetryPolicy;
 use crate::consumer::{
-    Assignment, CommitOffsets, Consumer, ConsumerHandle, ConsumerRecord, Isolation, OffsetReset,
+    CommitOffsets, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerRecord, Isolation,
 };
 use crate::error::{Error, Result};
-use crate::partitioner::Partitioning;
-use crate::producer::{DeliveryFuture, OwnedRecord};
+use crate::producer::{DeliveryFuture, OwnedRecord, ProducerBuilder};
 
 /// Builds an [`ExactlyOnce`] pipeline: see [`ExactlyOnce::builder`].
 #[must_use = "a builder does nothing until `build()` is called"]
@@ -25,18 +24,21 @@ pub struct ExactlyOnceBuilder {
     group_id: Option<String>,
     topics: Vec<String>,
     transactional_id: Option<String>,
-    offset_reset: OffsetReset,
-    assignment: Assignment,
+    consumer_options: Vec<ConsumerOptions>,
+    producer_options: Vec<ProducerOptions>,
     commit_interval: Duration,
     max_records: usize,
     retry: RetryPolicy,
     dead_letter: Option<String>,
     transaction_timeout: Option<Duration>,
     init_timeout: Duration,
-    partitioning: Partitioning,
-    buffer: usize,
     static_membership: bool,
 }
+
+/// Options of the pipeline's consumer, applied to its [`ConsumerBuilder`].
+type ConsumerOptions = Box<dyn FnOnce(ConsumerBuilder) -> ConsumerBuilder + Send>;
+/// Options of the pipeline's producer, applied to its [`ProducerBuilder`].
+type ProducerOptions = Box<dyn FnOnce(ProducerBuilder) -> ProducerBuilder + Send>;
 
 impl fmt::Debug for ExactlyOnceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,21 +78,10 @@ impl ExactlyOnceBuilder {
         self
     }
 
-    /// Where a partition without committed offsets starts (default: latest).
-    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
-        self.offset_reset = reset;
-        self
-    }
-
-    /// How partitions are assigned within the group (default: eager).
-    pub fn assignment(mut self, assignment: Assignment) -> Self {
-        self.assignment = assignment;
-        self
-    }
-
-    /// A transaction commits `interval` after it began (default 100 ms), or once it holds
-    /// `max_records` inputs (default 1,000), whichever comes first.
-    pub fn commit_every(mut self, interval: Duration, max_records: usize) -> Self {
+    /// A transaction commits once it holds `max_records` inputs (default 1,000), or `interval`
+    /// after it began (default 100 ms), whichever comes first: the same order as
+    /// [`AtLeastOnce::commit_every`](crate::consumer::processing::AtLeastOnce::commit_every).
+    pub fn commit_every(mut self, max_records: usize, interval: Duration) -> Self {
         self.commit_interval = interval;
         self.max_records = max_records;
         self
@@ -125,15 +116,41 @@ impl ExactlyOnceBuilder {
         self
     }
 
-    /// How outputs without a partition are routed (default: Python-compatible MD5).
-    pub fn partitioning(mut self, partitioning: Partitioning) -> Self {
-        self.partitioning = partitioning;
+    /// Options of the pipeline's consumer, set on its [`ConsumerBuilder`]: where partitions
+    /// without a committed offset start, the assignment strategy, the buffer, the revoke
+    /// timeout, a rebalance listener, and the rest. The consumer takes the same options as any
+    /// [`Consumer`]; what exactly-once needs (the group, the topics, `read_committed`, the
+    /// instance id under [static membership](Self::static_membership)) is set after them, and
+    /// wins.
+    ///
+    /// ```
+    /// # use kafka_kit::config::KafkaConfig;
+    /// # use kafka_kit::consumer::{Assignment, OffsetReset};
+    /// # use kafka_kit::transaction::ExactlyOnce;
+    /// # fn f() -> kafka_kit::Result<()> {
+    /// # let config = KafkaConfig::builder().build()?;
+    /// let builder = ExactlyOnce::builder(&config)
+    ///     .group_id("points")
+    ///     .topics(["user-events"])
+    ///     .transactional_id("points-0")
+    ///     .consumer(|c| c.offset_reset(OffsetReset::Earliest).assignment(Assignment::CooperativeSticky));
+    /// # Ok(()) }
+    /// ```
+    pub fn consumer(
+        mut self,
+        options: impl FnOnce(ConsumerBuilder) -> ConsumerBuilder + Send + 'static,
+    ) -> Self {
+        self.consumer_options.push(Box::new(options));
         self
     }
 
-    /// How many records the consumer reads ahead (default 8,192).
-    pub fn buffer(mut self, records: usize) -> Self {
-        self.buffer = records;
+    /// Options of the pipeline's producer, set on its [`ProducerBuilder`] (e.g. how outputs
+    /// without a partition are routed: Python-compatible MD5 by default).
+    pub fn producer(
+        mut self,
+        options: impl FnOnce(ProducerBuilder) -> ProducerBuilder + Send + 'static,
+    ) -> Self {
+        self.producer_options.push(Box::new(options));
         self
     }
 
@@ -248,12 +265,13 @@ impl ExactlyOnceBuilder {
         let transaction =
             transaction.unwrap_or_else(|| 10_000.min(session.saturating_sub(1_000)).max(1_000));
 
-        let mut consumer = Consumer::builder(config)
+        let mut consumer = Consumer::builder(config);
+        for options in self.consumer_options {
+            consumer = options(consumer);
+        }
+        let mut consumer = consumer
             .topics(self.topics.iter().cloned())
-            .offset_reset(self.offset_reset)
-            .isolation(Isolation::ReadCommitted)
-            .assignment(self.assignment)
-            .buffer(self.buffer);
+            .isolation(Isolation::ReadCommitted);
         if let Some(group) = &self.group_id {
             consumer = consumer.group_id(group.clone());
         }
@@ -261,9 +279,15 @@ impl ExactlyOnceBuilder {
             consumer = consumer.instance_id(id);
         }
         let consumer = consumer.build()?;
+        let producer_options = self.producer_options;
         let producer = TransactionalProducer::builder(config, transactional_id.unwrap_or_default())
             .transaction_timeout(Duration::from_millis(transaction))
-            .partitioning(self.partitioning)
+            .producer(move |mut producer| {
+                for options in producer_options {
+                    producer = options(producer);
+                }
+                producer
+            })
             .build()?;
         Ok(ExactlyOnce {
             consumer,
@@ -401,15 +425,15 @@ fn millis_of(config: &KafkaConfig, property: &str) -> Option<u64> {
 ///     .group_id("points")
 ///     .topics(["user-events"])
 ///     .transactional_id("points-0")
-///     .offset_reset(OffsetReset::Earliest)
+///     .consumer(|c| c.offset_reset(OffsetReset::Earliest))
 ///     .dead_letter("user-events.dlt")
 ///     .build()?
 ///     .run(|record: Arc<ConsumerRecord>| async move {
 ///         let event: serde_json::Value = record.json()?;
 ///         let out = serde_json::json!({ "event": event, "points": 10 });
 ///         Ok::<_, anyhow::Error>(vec![OwnedRecord::to("processed-events")
-///             .with_key(record.key().unwrap_or_default())
-///             .with_json(&out)?])
+///             .key(record.key().unwrap_or_default())
+///             .json(&out)?])
 ///     }, tokio::signal::ctrl_c())
 ///     .await?;
 /// println!("{stats:?}");
@@ -497,16 +521,14 @@ impl ExactlyOnce {
             group_id: None,
             topics: Vec::new(),
             transactional_id: None,
-            offset_reset: OffsetReset::default(),
-            assignment: Assignment::default(),
+            consumer_options: Vec::new(),
+            producer_options: Vec::new(),
             commit_interval: Duration::from_millis(100),
             max_records: 1_000,
             retry: RetryPolicy::default(),
             dead_letter: None,
             transaction_timeout: None,
             init_timeout: Duration::from_secs(30),
-            partitioning: Partitioning::default(),
-            buffer: 8192,
             static_membership: true,
         }
     }

@@ -73,8 +73,8 @@ pub fn outputs_of(record: &ConsumerRecord, topic: &str, outputs: usize) -> Vec<O
     (0..outputs)
         .map(|j| {
             OwnedRecord::to(topic)
-                .with_key(record.key().unwrap_or_default())
-                .with_payload(format!("out-{i}-{j}"))
+                .key(record.key().unwrap_or_default())
+                .payload(format!("out-{i}-{j}"))
         })
         .collect()
 }
@@ -101,7 +101,7 @@ pub fn pipeline(
         .group_id(group)
         .topics([input])
         .transactional_id(transactional_id)
-        .offset_reset(OffsetReset::Earliest))
+        .consumer(|c| c.offset_reset(OffsetReset::Earliest)))
 }
 
 /// Reads `topic` from the start of every partition with `isolation` (no consumer group) until
@@ -206,7 +206,7 @@ pub async fn transactional_producer_flow(cluster: &TestCluster) -> anyhow::Resul
     }
     for partition in 0..2 {
         ensure!(
-            offsets.get(&input, partition) == Some(NextOffset::new(3)),
+            offsets.get(&input, partition) == Some(NextOffset::resume_at(3)),
             "next offsets to read: {offsets:?}"
         );
     }
@@ -503,7 +503,7 @@ pub async fn exactly_once_survives_a_crash(cluster: &TestCluster) -> anyhow::Res
     // The first instance. The batch is closed by count long before the interval (5 s, under the
     // 10 s transaction timeout) ends.
     let first = pipeline(cluster, &input, &group, &id)?
-        .commit_every(Duration::from_secs(5), BATCH)
+        .commit_every(BATCH, Duration::from_secs(5))
         .build()?;
     let first_progress = first.progress();
     let calls = Arc::new(AtomicUsize::new(0));
