@@ -495,14 +495,15 @@ impl ConsumerHandle {
         self.inner.shared.state().commit_points()
     }
 
-    /// Work on this partition is under way: a revoke waits for it (up to the revoke timeout).
-    pub(crate) fn hold(&self, topic: &str, partition: i32) {
+    /// Work on this partition is under way until the returned guard drops: a revoke waits for
+    /// it (up to the revoke timeout).
+    pub(crate) fn hold(&self, topic: &str, partition: i32) -> PartitionHold {
         self.inner.shared.state().hold(topic, partition);
-    }
-
-    /// Ends one [`hold`](Self::hold).
-    pub(crate) fn release(&self, topic: &str, partition: i32) {
-        self.inner.shared.release(topic, partition);
+        PartitionHold {
+            handle: self.clone(),
+            topic: topic.to_owned(),
+            partition,
+        }
     }
 
     /// Whether offsets of this partition may still be committed: it is owned, or being revoked
@@ -528,6 +529,22 @@ impl ConsumerHandle {
     pub(crate) async fn commit_processed(&self, mode: CommitMode) -> Result<()> {
         let pending = self.inner.shared.state().pending_commits();
         self.inner.commit(pending, mode).await
+    }
+}
+
+/// A hold on a partition, released when dropped; see [`ConsumerHandle::hold`].
+pub(crate) struct PartitionHold {
+    handle: ConsumerHandle,
+    topic: String,
+    partition: i32,
+}
+
+impl Drop for PartitionHold {
+    fn drop(&mut self) {
+        self.handle
+            .inner
+            .shared
+            .release(&self.topic, self.partition);
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::core::{Core, Counters, Settings, Sink, Source};
@@ -13,6 +13,7 @@ use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::consumer::processing::RetryPolicy;
 use crate::consumer::{
     CommitOffsets, Consumer, ConsumerBuilder, ConsumerHandle, ConsumerRecord, Isolation,
+    PartitionHold,
 };
 use crate::error::{Error, Result};
 use crate::producer::{DeliveryFuture, OwnedRecord, ProducerBuilder};
@@ -607,36 +608,25 @@ struct ConsumerSource {
 /// make the consumer's revoke, when it closes, wait its whole revoke timeout for them.
 struct Holds {
     handle: ConsumerHandle,
-    held: Mutex<HashMap<(String, i32), usize>>,
+    held: Mutex<HashMap<(String, i32), Vec<PartitionHold>>>,
 }
 
 impl Holds {
     fn hold(&self, topic: &str, partition: i32) {
-        self.handle.hold(topic, partition);
-        let mut held = crate::lock(&self.held);
-        *held.entry((topic.to_owned(), partition)).or_insert(0) += 1;
+        let hold = self.handle.hold(topic, partition);
+        crate::lock(&self.held)
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .push(hold);
     }
 
     fn release(&self, topic: &str, partition: i32) {
-        let key = (topic.to_owned(), partition);
         let mut held = crate::lock(&self.held);
-        if let Some(n) = held.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
+        let key = (topic.to_owned(), partition);
+        if let Some(holds) = held.get_mut(&key) {
+            drop(holds.pop());
+            if holds.is_empty() {
                 held.remove(&key);
-            }
-        }
-        drop(held);
-        self.handle.release(topic, partition);
-    }
-}
-
-impl Drop for Holds {
-    fn drop(&mut self) {
-        let held = self.held.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for ((topic, partition), n) in held.drain() {
-            for _ in 0..n {
-                self.handle.release(&topic, partition);
             }
         }
     }
