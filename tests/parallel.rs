@@ -173,6 +173,35 @@ fn holding_handler(
     }
 }
 
+/// Fills one partition of a new `topic` with `count` records of distinct keys, but the one at
+/// `slow` has key `slow`; a group name, and a [`Hold`] for that key.
+async fn slow_key_at(
+    cluster: &TestCluster,
+    topic: &str,
+    count: usize,
+    slow: usize,
+) -> anyhow::Result<(String, Arc<Hold>)> {
+    cluster.create_topic(topic, 1).await?;
+    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
+    for i in 0..count {
+        let key = if i == slow {
+            "slow".to_owned()
+        } else {
+            format!("k{i}")
+        };
+        producer
+            .send(Record::to(topic).key(&key).payload(&i.to_string()))
+            .await?;
+    }
+    producer.close().await?;
+    let hold = Arc::new(Hold {
+        offset_key: "slow".into(),
+        release: Notify::new(),
+        held: Notify::new(),
+    });
+    Ok((common::unique_topic("g"), hold))
+}
+
 /// Crash with a record held while later ones finished and were committed: after a restart, the
 /// held record is processed again, and nothing before it is skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,25 +209,7 @@ async fn no_commit_passes_an_unfinished_record() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let topic = common::unique_topic("held");
     // One partition: key `slow` first, then 49 records of other keys.
-    cluster.create_topic(&topic, 1).await?;
-    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
-    for i in 0..50 {
-        let key = if i == 0 {
-            "slow".to_owned()
-        } else {
-            format!("k{i}")
-        };
-        producer
-            .send(Record::to(&topic).key(&key).payload(&i.to_string()))
-            .await?;
-    }
-    producer.close().await?;
-    let group = common::unique_topic("g");
-    let hold = Arc::new(Hold {
-        offset_key: "slow".into(),
-        release: Notify::new(),
-        held: Notify::new(),
-    });
+    let (group, hold) = slow_key_at(&cluster, &topic, 50, 0).await?;
     let processed: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
     let looped = AtLeastOnce::new(consumer(&cluster, &group, &topic)?.build()?)
         .concurrency(8)
@@ -295,25 +306,7 @@ impl RebalanceListener for Revokes {
 async fn a_revoke_mid_flight_commits_exactly_the_finished_prefix() -> anyhow::Result<()> {
     let cluster = cluster()?;
     let topic = common::unique_topic("revoke");
-    cluster.create_topic(&topic, 1).await?;
-    let producer: Producer = Producer::builder(&cluster.config().build()?).build()?;
-    for i in 0..30 {
-        let key = if i == 10 {
-            "slow".to_owned()
-        } else {
-            format!("k{i}")
-        };
-        producer
-            .send(Record::to(&topic).key(&key).payload(&i.to_string()))
-            .await?;
-    }
-    producer.close().await?;
-    let group = common::unique_topic("g");
-    let hold = Arc::new(Hold {
-        offset_key: "slow".into(),
-        release: Notify::new(),
-        held: Notify::new(),
-    });
+    let (group, hold) = slow_key_at(&cluster, &topic, 30, 10).await?;
     let revokes = Revokes::default();
     let processed: Arc<Mutex<Vec<(i32, i64)>>> = Arc::default();
     let looped = AtLeastOnce::new(
