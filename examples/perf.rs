@@ -275,15 +275,13 @@ async fn main() -> anyhow::Result<()> {
             cluster
         }
     };
-    eprintln!(
-        "cluster: {}{}",
-        cluster.describe(),
-        if CHILD_BROKER.get().is_some() {
-            " (the embedded broker, served by a child process: `perf broker`)"
-        } else {
-            ""
-        }
-    );
+    match CHILD_BROKER.get() {
+        Some(_) => eprintln!(
+            "cluster: the embedded broker (3 brokers) in a child process (`perf broker`) at {}",
+            cluster.bootstrap_servers()
+        ),
+        None => eprintln!("cluster: {}", cluster.describe()),
+    }
     let mut builder = cluster.config();
     if let Some(preset) = args.preset {
         builder = builder.preset(preset);

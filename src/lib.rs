@@ -1,4 +1,4 @@
-//! kafka-kit: Apache Kafka from Rust, safe and pleasant, as fast as raw rdkafka.
+//! kafka-kit: Apache Kafka from Rust, safe and pleasant, on top of rdkafka.
 //!
 //! kafka-kit wraps [`rdkafka`] (librdkafka) in thin modules, one per concept, and adds what every
 //! serious Kafka user ends up writing by hand:
