@@ -229,20 +229,9 @@ impl SchemaRegistry {
         &self,
         id: u32,
     ) -> Result<Arc<apache_avro::Schema>, SchemaRegistryError> {
-        if let Some(schema) = lock(&self.inner.avro).get(&id) {
-            return Ok(schema.clone());
-        }
-        let schema = self.schema_by_id(id).await?;
-        if schema.schema_type != SchemaType::Avro {
-            return Err(SchemaRegistryError::WrongSchemaType {
-                id,
-                expected: SchemaType::Avro,
-                found: schema.schema_type,
-            });
-        }
-        let parsed = Arc::new(
-            apache_avro::Schema::parse_str(&schema.schema).map_err(|e| invalid_schema(&e))?,
-        );
-        Ok(lock(&self.inner.avro).entry(id).or_insert(parsed).clone())
+        self.parsed_schema(&self.inner.avro, id, SchemaType::Avro, |schema| {
+            apache_avro::Schema::parse_str(schema).map_err(|e| invalid_schema(&e))
+        })
+        .await
     }
 }

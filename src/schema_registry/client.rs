@@ -291,6 +291,32 @@ pub(super) struct Inner {
     pub(super) json: Mutex<HashMap<u32, Arc<jsonschema::Validator>>>,
 }
 
+impl SchemaRegistry {
+    /// The schema with id `id`, of type `expected`, parsed by `parse` once and cached by id in
+    /// `cache`.
+    pub(super) async fn parsed_schema<T>(
+        &self,
+        cache: &Mutex<HashMap<u32, Arc<T>>>,
+        id: u32,
+        expected: SchemaType,
+        parse: impl FnOnce(&str) -> Result<T, SchemaRegistryError>,
+    ) -> Result<Arc<T>, SchemaRegistryError> {
+        if let Some(parsed) = lock(cache).get(&id) {
+            return Ok(parsed.clone());
+        }
+        let schema = self.schema_by_id(id).await?;
+        if schema.schema_type != expected {
+            return Err(SchemaRegistryError::WrongSchemaType {
+                id,
+                expected,
+                found: schema.schema_type,
+            });
+        }
+        let parsed = Arc::new(parse(&schema.schema)?);
+        Ok(lock(cache).entry(id).or_insert(parsed).clone())
+    }
+}
+
 impl fmt::Debug for SchemaRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SchemaRegistry")

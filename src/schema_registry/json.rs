@@ -255,21 +255,9 @@ impl SchemaRegistry {
         &self,
         id: u32,
     ) -> Result<Arc<jsonschema::Validator>, SchemaRegistryError> {
-        if let Some(validator) = lock(&self.inner.json).get(&id) {
-            return Ok(validator.clone());
-        }
-        let schema = self.schema_by_id(id).await?;
-        if schema.schema_type != SchemaType::Json {
-            return Err(SchemaRegistryError::WrongSchemaType {
-                id,
-                expected: SchemaType::Json,
-                found: schema.schema_type,
-            });
-        }
-        let validator = Arc::new(compile(&schema.schema)?.1);
-        Ok(lock(&self.inner.json)
-            .entry(id)
-            .or_insert(validator)
-            .clone())
+        self.parsed_schema(&self.inner.json, id, SchemaType::Json, |schema| {
+            Ok(compile(schema)?.1)
+        })
+        .await
     }
 }
