@@ -75,7 +75,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -188,24 +187,8 @@ impl<C: Send + 'static> Producer<C> {
         record: Record<'_, C>,
     ) -> std::result::Result<DeliveryFuture<C>, ProduceError<C>> {
         let (sender, receiver) = oneshot::channel();
-        let Record {
-            topic,
-            key,
-            payload,
-            partition,
-            timestamp,
-            headers,
-            context,
-        } = record;
-        let pending = base_record(
-            topic,
-            key,
-            payload,
-            partition,
-            timestamp,
-            headers,
-            Completion::Await(sender),
-        );
+        let (pending, context) =
+            base_record(record, |context| (Completion::Await(sender), context));
         match self.produce(pending).await {
             Ok(()) => Ok(DeliveryFuture {
                 receiver,
@@ -230,19 +213,9 @@ impl<C: Send + 'static> Producer<C> {
     where
         F: FnOnce(DeliveryResultOf<C>) + Send + 'static,
     {
-        let Record {
-            topic,
-            key,
-            payload,
-            partition,
-            timestamp,
-            headers,
-            context,
-        } = record;
-        let completion = Completion::Callback(context, Box::new(callback));
-        let pending = base_record(
-            topic, key, payload, partition, timestamp, headers, completion,
-        );
+        let (pending, ()) = base_record(record, |context| {
+            (Completion::Callback(context, Box::new(callback)), ())
+        });
         match self.produce(pending).await {
             Ok(()) => Ok(()),
             Err((error, pending)) => {
@@ -266,24 +239,7 @@ impl<C: Send + 'static> Producer<C> {
         &self,
         record: Record<'_, D>,
     ) -> std::result::Result<(), ProduceError<D>> {
-        let Record {
-            topic,
-            key,
-            payload,
-            partition,
-            timestamp,
-            headers,
-            context,
-        } = record;
-        let pending = base_record(
-            topic,
-            key,
-            payload,
-            partition,
-            timestamp,
-            headers,
-            Completion::Forget,
-        );
+        let (pending, context) = base_record(record, |context| (Completion::Forget, context));
         match self.produce(pending).await {
             Ok(()) => Ok(()),
             Err((error, pending)) => Err(ProduceError {
@@ -399,24 +355,23 @@ impl<C: Send + 'static> Producer<C> {
     }
 }
 
-fn base_record<'a, C: Send>(
-    topic: &'a str,
-    key: Option<&'a [u8]>,
-    payload: Option<&'a [u8]>,
-    partition: Option<i32>,
-    timestamp: Option<i64>,
-    headers: Option<OwnedHeaders>,
-    completion: Completion<C>,
-) -> Pending<'a, C> {
-    BaseRecord {
-        topic,
-        partition,
-        payload,
-        key,
-        timestamp,
-        headers,
+/// The librdkafka record of `record`, with the completion `completion` makes of its context
+/// (and whatever of the context it keeps for the caller).
+fn base_record<'a, C: Send, D, R>(
+    record: Record<'a, D>,
+    completion: impl FnOnce(D) -> (Completion<C>, R),
+) -> (Pending<'a, C>, R) {
+    let (completion, kept) = completion(record.context);
+    let pending = BaseRecord {
+        topic: record.topic,
+        partition: record.partition,
+        payload: record.payload,
+        key: record.key,
+        timestamp: record.timestamp,
+        headers: record.headers,
         delivery_opaque: Box::new(Mutex::new(completion)),
-    }
+    };
+    (pending, kept)
 }
 
 /// Takes a record that librdkafka refused apart: the message, copied, and the completion.
