@@ -140,8 +140,11 @@ fn parse() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other} (see the doc comment of examples/perf.rs)"),
         }
     }
-    if !matches!(args.mode.as_str(), "await" | "callback" | "fire") {
-        bail!("--mode is await, callback or fire");
+    if !matches!(
+        args.mode.as_str(),
+        "await" | "callback" | "handler" | "fire"
+    ) {
+        bail!("--mode is await, callback, handler or fire");
     }
     Ok(args)
 }
@@ -770,6 +773,37 @@ async fn produce_kit(
             producer.flush(Duration::from_secs(300)).await?;
             let failed = producer.stats().failed;
             anyhow::ensure!(failed == 0, "{failed} messages failed");
+            Ok(run.finish(n, args.size, None))
+        }
+        "handler" => {
+            let run = Run::start("kafka-kit handler");
+            let failed = Arc::new(AtomicU64::new(0));
+            let producer: Producer<u64> = Producer::builder(config)
+                .partitioning(args.partitioning())
+                .on_delivery({
+                    let (done, failed) = (run.done.clone(), failed.clone());
+                    move |result| {
+                        if let Ok(delivered) = &result {
+                            std::hint::black_box(delivered.context);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .build()?;
+            for i in 0..n {
+                producer
+                    .send_to_handler(record(topic, key_of(keys, i), payload).context(i))
+                    .await
+                    .map_err(kafka_kit::Error::from)?;
+            }
+            producer.flush(Duration::from_secs(300)).await?;
+            anyhow::ensure!(
+                failed.load(Ordering::Relaxed) == 0,
+                "{} messages failed",
+                failed.load(Ordering::Relaxed)
+            );
             Ok(run.finish(n, args.size, None))
         }
         "callback" => {

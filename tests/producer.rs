@@ -121,6 +121,70 @@ async fn panicking_callback_does_not_stop_delivery_reports() -> anyhow::Result<(
     Ok(())
 }
 
+/// The producer-wide handler gets every report, with its key and context, one at a time and in
+/// offset order per partition, although a fast sender serves most of them itself; a handler that
+/// panics loses only its own call; without a handler `send_to_handler` is a config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_handler_gets_every_report_in_order() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+    let cluster = cluster()?;
+    let topic = common::unique_topic("handler");
+    cluster.create_topic(&topic, 3).await?;
+    type Seen = Vec<(i32, i64, Vec<u8>, u32, std::thread::ThreadId)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let producer: Producer<u32> = Producer::builder(&cluster.config().build()?)
+        .on_delivery({
+            let seen = seen.clone();
+            move |result| {
+                let delivered = result.expect("every message is delivered");
+                assert!(delivered.context != 7, "the handler panics for message 7");
+                seen.lock().unwrap().push((
+                    delivered.partition(),
+                    delivered.offset(),
+                    delivered.key().unwrap_or_default().to_vec(),
+                    delivered.context,
+                    std::thread::current().id(),
+                ));
+            }
+        })
+        .build()?;
+    let n = 20_000u32;
+    for i in 0..n {
+        let key = format!("k-{}", i % 50);
+        producer
+            .send_to_handler(Record::to(&topic).key(&key).payload("x").context(i))
+            .await?;
+    }
+    producer.flush(Duration::from_secs(30)).await?;
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    ensure!(seen.len() == n as usize - 1, "{} reports", seen.len());
+    let mut last = [-1i64; 3];
+    for (partition, offset, key, context, _) in &seen {
+        ensure!(*key == format!("k-{}", context % 50).into_bytes());
+        let last = &mut last[*partition as usize];
+        ensure!(
+            *offset > *last,
+            "offset {offset} after {last} in partition {partition}"
+        );
+        *last = *offset;
+    }
+    let threads: std::collections::HashSet<_> = seen.iter().map(|s| s.4).collect();
+    eprintln!("reports served on {} thread(s)", threads.len());
+
+    let without: Producer<u32> = Producer::builder(&cluster.config().build()?).build()?;
+    let refused = without
+        .send_to_handler(Record::to(&topic).key("k").payload("x").context(5))
+        .await
+        .expect_err("no handler");
+    ensure!(matches!(refused.error, kafka_kit::Error::Config(_)) && refused.context == 5);
+    ensure!(
+        refused.error.to_string().contains("on_delivery"),
+        "{}",
+        refused.error
+    );
+    Ok(())
+}
+
 /// Contexts need only be `Send`: a `Cell` (not `Sync`) works in callback mode.
 #[tokio::test]
 async fn contexts_need_not_be_sync() -> anyhow::Result<()> {

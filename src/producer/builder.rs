@@ -5,9 +5,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::ThreadedProducer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::BaseProducer;
 
-use super::delivery::{KitContext, Shared};
+use super::client::Client;
+use super::delivery::{Handled, Handler, KitContext, Shared};
 use super::{Inner, Producer};
 use crate::config::KafkaConfig;
 use crate::error::Result;
@@ -20,6 +22,7 @@ pub struct ProducerBuilder<C = ()> {
     pub(super) partitioning: Partitioning,
     pub(super) queue_full_timeout: Duration,
     pub(super) close_timeout: Duration,
+    pub(super) handler: Option<Handler<C>>,
     pub(super) _context: PhantomData<fn() -> C>,
 }
 
@@ -30,6 +33,7 @@ impl<C> fmt::Debug for ProducerBuilder<C> {
             .field("partitioning", &self.partitioning)
             .field("queue_full_timeout", &self.queue_full_timeout)
             .field("close_timeout", &self.close_timeout)
+            .field("on_delivery", &self.handler.is_some())
             .finish()
     }
 }
@@ -72,6 +76,22 @@ impl<C: Send + 'static> ProducerBuilder<C> {
         self
     }
 
+    /// The producer's delivery handler: called with the report of every record sent with
+    /// [`Producer::send_to_handler`], with the record's context, and with nothing to allocate or
+    /// copy per message (the report is borrowed: a [`Delivered`](super::Delivered)). The fastest
+    /// way to handle each message's result; [`Producer::send_with_callback`] takes a closure per
+    /// message instead, which costs an allocation and an owned report per message.
+    ///
+    /// It runs where delivery reports are served: on the producer's polling thread, or inline in
+    /// a send while the sender is busy. Keep it short. A panic in it is caught and logged.
+    pub fn on_delivery<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(Handled<'_, C>) + Send + Sync + 'static,
+    {
+        self.handler = Some(Box::new(handler));
+        self
+    }
+
     /// Creates the producer.
     pub fn build(self) -> Result<Producer<C>> {
         let (config, partitioner) = match self.partitioning.librdkafka_name() {
@@ -95,20 +115,26 @@ impl<C: Send + 'static> ProducerBuilder<C> {
             Some(name) => (self.config.with([("partitioner", name)])?, None),
         };
         let shared = Arc::new(Shared::default());
+        let has_handler = self.handler.is_some();
         let context = KitContext {
             partitioner,
+            handler: self.handler,
             shared: shared.clone(),
             _context: PhantomData,
         };
-        let producer: ThreadedProducer<KitContext<C>, Md5Partitioner> =
+        let producer: BaseProducer<KitContext<C>, Md5Partitioner> =
             config.to_client_config().create_with_context(context)?;
+        let client = Client::start(producer).map_err(|e| {
+            KafkaError::ClientCreation(format!("could not start the polling thread: {e}"))
+        })?;
         tracing::debug!(bootstrap = config.bootstrap_servers(), partitioning = ?self.partitioning, "kafka_kit: producer created");
         Ok(Producer {
             inner: Arc::new(Inner {
-                producer,
+                client,
                 shared,
                 queue_full_timeout: self.queue_full_timeout,
                 close_timeout: self.close_timeout,
+                has_handler,
             }),
         })
     }

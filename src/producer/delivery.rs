@@ -7,14 +7,14 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use rdkafka::client::ClientContext;
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Message};
 use rdkafka::producer::ProducerContext;
 use rdkafka::Timestamp;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use super::OwnedRecord;
 use crate::error::Error;
@@ -121,28 +121,26 @@ impl<C> From<ProduceError<C>> for Error {
     }
 }
 
-/// What a delivery report says, before the context is attached.
-pub(super) type Outcome = std::result::Result<DeliveryReport, Failed>;
+/// What a delivery report says, before the context is attached. A failure, rare, is boxed: it
+/// hands the whole message back, and would more than double what every success moves around.
+pub(super) type Outcome = std::result::Result<DeliveryReport, Box<Failed>>;
 
 pub(super) struct Failed {
     error: Error,
     message: OwnedRecord,
 }
 
-// A failure hands the whole message back (184 bytes with its error) and the success side, a
-// `DeliveryReport`, is 80: boxing would add an allocation to every failed delivery for little.
-#[allow(clippy::result_large_err)]
 fn outcome(result: &DeliveryResult<'_>) -> Outcome {
     match result {
         Ok(message) => Ok(DeliveryReport::from_message(message)),
-        Err((error, message)) => Err(Failed {
+        Err((error, message)) => Err(Box::new(Failed {
             error: Error::Kafka(error.clone()),
             message: OwnedRecord::from_message(message),
-        }),
+        })),
     }
 }
 
-// See `outcome`.
+// A failure hands the whole message back, to the caller: it is not boxed there.
 #[allow(clippy::result_large_err)]
 fn with_context<C>(
     outcome: Outcome,
@@ -161,18 +159,96 @@ fn with_context<C>(
 /// The result handed to a delivery callback.
 pub type DeliveryResultOf<C> = std::result::Result<DeliveryReport<C>, ProduceError<C>>;
 
+/// A delivered message as the producer's [delivery handler](super::ProducerBuilder::on_delivery)
+/// sees it: borrowed from librdkafka, so that handling it copies nothing (not even the topic or
+/// the key), with the context the record was sent with. [`into_report`](Self::into_report)
+/// makes an owned [`DeliveryReport`] of it.
+pub struct Delivered<'a, C> {
+    message: &'a BorrowedMessage<'a>,
+    /// The context attached to the record.
+    pub context: C,
+}
+
+impl<C> Delivered<'_, C> {
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        self.message.topic()
+    }
+
+    /// The partition the message was written to.
+    pub fn partition(&self) -> i32 {
+        self.message.partition()
+    }
+
+    /// The message's offset in its partition.
+    pub fn offset(&self) -> i64 {
+        self.message.offset()
+    }
+
+    /// The message timestamp (create time, or log append time if the topic uses it).
+    pub fn timestamp(&self) -> Timestamp {
+        self.message.timestamp()
+    }
+
+    /// The message key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.message.key()
+    }
+
+    /// The key as text, with invalid UTF-8 replaced.
+    pub fn key_lossy(&self) -> Option<Cow<'_, str>> {
+        self.key().map(String::from_utf8_lossy)
+    }
+
+    /// The owned report: the topic and the key copied.
+    pub fn into_report(self) -> DeliveryReport<C> {
+        DeliveryReport::from_message(self.message).with_context(self.context)
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for Delivered<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivered")
+            .field("topic", &self.topic())
+            .field("partition", &self.partition())
+            .field("offset", &self.offset())
+            .field("key", &self.key_lossy())
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+/// What the producer's [delivery handler](super::ProducerBuilder::on_delivery) is called with.
+pub type Handled<'a, C> = std::result::Result<Delivered<'a, C>, ProduceError<C>>;
+
+/// The producer's delivery handler.
+pub(super) type Handler<C> = Box<dyn Fn(Handled<'_, C>) + Send + Sync>;
+
 type Callback<C> = Box<dyn FnOnce(DeliveryResultOf<C>) + Send>;
 
 /// What to do when a message's delivery report arrives.
 pub(super) enum Completion<C> {
     Forget,
-    Await(oneshot::Sender<Outcome>),
+    /// The producer's delivery handler gets the report.
+    Handler(C),
+    /// A [`DeliveryFuture`] shares the opaque and waits for the outcome.
+    Await(Awaited),
     Callback(C, Callback<C>),
 }
 
-/// librdkafka's per-message opaque. The mutex only makes it `Sync`, as rdkafka requires: it is
-/// never locked, only taken apart.
-pub(super) type Opaque<C> = Box<Mutex<Completion<C>>>;
+/// A delivery future's side of the opaque.
+pub(super) enum Awaited {
+    /// No report yet; the future's waker, once it has been polled.
+    Waiting(Option<Waker>),
+    Done(Outcome),
+    /// The future has taken the outcome.
+    Taken,
+}
+
+/// librdkafka's per-message opaque: one allocation per message, shared with the message's
+/// [`DeliveryFuture`] in await mode (so that no channel is allocated as well). Every other
+/// completion is taken out of it when the report comes.
+pub(super) type Opaque<C> = Arc<Mutex<Completion<C>>>;
 
 /// A counter on its own cache line: senders and the polling thread update different ones.
 #[derive(Default)]
@@ -180,8 +256,9 @@ pub(super) type Opaque<C> = Box<Mutex<Completion<C>>>;
 pub(super) struct Counter(AtomicU64);
 
 impl Counter {
-    pub(super) fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    /// Counts one more, and returns the new count.
+    pub(super) fn add(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
     }
     pub(super) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -198,6 +275,13 @@ pub(super) struct Shared {
     pub(super) waiters: AtomicUsize,
     pub(super) room: Notify,
     pub(super) stats: crate::monitoring::StatsHub,
+}
+
+impl Shared {
+    /// Delivery reports handled so far, successes and failures.
+    pub(super) fn reported(&self) -> u64 {
+        self.delivered.get() + self.failed.get()
+    }
 }
 
 /// Counters of a producer's messages since it was built.
@@ -222,6 +306,7 @@ impl ProducerStats {
 /// The rdkafka context: the partitioner and the delivery callback.
 pub(super) struct KitContext<C> {
     pub(super) partitioner: Option<Md5Partitioner>,
+    pub(super) handler: Option<Handler<C>>,
     pub(super) shared: Arc<Shared>,
     pub(super) _context: PhantomData<fn() -> C>,
 }
@@ -240,11 +325,23 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
         match result {
             Ok(_) => shared.delivered.add(),
             Err(_) => shared.failed.add(),
-        }
+        };
         if shared.waiters.load(Ordering::Acquire) > 0 {
             shared.room.notify_waiters();
         }
-        match opaque.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        let completion = {
+            let mut slot = crate::lock(&opaque);
+            if let Completion::Await(awaited) = &mut *slot {
+                let waiting = std::mem::replace(awaited, Awaited::Done(outcome(result)));
+                drop(slot);
+                if let Awaited::Waiting(Some(waker)) = waiting {
+                    waker.wake();
+                }
+                return;
+            }
+            std::mem::replace(&mut *slot, Completion::Forget)
+        };
+        match completion {
             Completion::Forget => {
                 if let Err((error, message)) = result {
                     tracing::warn!(
@@ -256,10 +353,23 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
                     );
                 }
             }
-            Completion::Await(sender) => {
-                // The receiver may have been dropped: nobody is waiting, nothing to do.
-                let _ = sender.send(outcome(result));
+            Completion::Handler(context) => {
+                // Only sent when there is a handler.
+                if let Some(handler) = &self.handler {
+                    let handled = match result {
+                        Ok(message) => Ok(Delivered { message, context }),
+                        Err((error, message)) => Err(ProduceError {
+                            error: Error::Kafka(error.clone()),
+                            message: OwnedRecord::from_message(message),
+                            context,
+                        }),
+                    };
+                    // As for callbacks: a panic must not kill the thread serving the reports.
+                    let _ = crate::error::catch_panic("the delivery handler", || handler(handled));
+                }
             }
+            // Handled above, in place.
+            Completion::Await(_) => {}
             Completion::Callback(context, callback) => {
                 let result = with_context(outcome(result), context);
                 // A panicking callback must not kill the polling thread, which serves every
@@ -276,33 +386,50 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
 
 /// The delivery report of an enqueued message, from [`Producer::enqueue`](super::Producer::enqueue).
 #[must_use = "a delivery future does nothing unless awaited; drop it to ignore the result"]
-pub struct DeliveryFuture<C = ()> {
-    pub(super) receiver: oneshot::Receiver<Outcome>,
+pub struct DeliveryFuture<C: Send + 'static = ()> {
+    pub(super) slot: Opaque<C>,
     pub(super) context: Option<C>,
 }
 
-impl<C> fmt::Debug for DeliveryFuture<C> {
+impl<C: Send + 'static> fmt::Debug for DeliveryFuture<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeliveryFuture").finish_non_exhaustive()
     }
 }
 
 // The context is never pinned: it is only moved out, once.
-impl<C> Unpin for DeliveryFuture<C> {}
+impl<C: Send + 'static> Unpin for DeliveryFuture<C> {}
 
-impl<C> Future for DeliveryFuture<C> {
+impl<C: Send + 'static> Future for DeliveryFuture<C> {
     type Output = std::result::Result<DeliveryReport<C>, ProduceError<C>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let outcome = match Pin::new(&mut self.receiver).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(outcome)) => outcome,
-            // The report was dropped unsent: only possible if the client was torn down without
+        let outcome = {
+            // The opaque gone with no report: only possible if the client was torn down without
             // purging. The message's fate is unknown, and its contents are gone.
-            Poll::Ready(Err(_)) => Err(Failed {
-                error: Error::Closed,
-                message: OwnedRecord::default(),
-            }),
+            let orphaned = Arc::strong_count(&self.slot) == 1;
+            let mut slot = crate::lock(&self.slot);
+            let Completion::Await(awaited) = &mut *slot else {
+                return Poll::Pending;
+            };
+            match std::mem::replace(awaited, Awaited::Taken) {
+                Awaited::Done(outcome) => outcome,
+                Awaited::Waiting(_) if orphaned => Err(Box::new(Failed {
+                    error: Error::Closed,
+                    message: OwnedRecord::default(),
+                })),
+                Awaited::Waiting(waker) => {
+                    let waker = match waker {
+                        Some(w) if w.will_wake(cx.waker()) => w,
+                        _ => cx.waker().clone(),
+                    };
+                    *awaited = Awaited::Waiting(Some(waker));
+                    return Poll::Pending;
+                }
+                // Polled again after completion: a misuse of the future; stay pending rather
+                // than panic.
+                Awaited::Taken => return Poll::Pending,
+            }
         };
         match self.context.take() {
             Some(context) => Poll::Ready(with_context(outcome, context)),

@@ -11,7 +11,8 @@
 //! |---|---|---|---|
 //! | await | [`send`](Producer::send) | a [`DeliveryReport`] or a [`ProduceError`] | request/response code; await each one to send synchronously |
 //! | pipelined await | [`enqueue`](Producer::enqueue) | a [`DeliveryFuture`] to await later | many messages in flight, results in order |
-//! | callback | [`send_with_callback`](Producer::send_with_callback) | your closure is called with the result | high throughput with per-message handling |
+//! | callback | [`send_with_callback`](Producer::send_with_callback) | your closure is called with the result | per-message handling, a closure each |
+//! | handler | [`send_to_handler`](Producer::send_to_handler) | the producer's [`on_delivery`](ProducerBuilder::on_delivery) handler is called with a borrowed report and your context | per-message handling at the cost of fire-and-forget |
 //! | fire-and-forget | [`send_and_forget`](Producer::send_and_forget) | nothing per message; failures are counted ([`stats`](Producer::stats)) and logged | metrics, logs: throughput over certainty |
 //!
 //! ```no_run
@@ -58,50 +59,62 @@
 //! [`Producer::close`] waits for every message in flight. Dropping the last handle of a producer
 //! does the same, blocking for up to [`ProducerBuilder::close_timeout`]; messages still undelivered
 //! then are purged, and their results (an error with the message) still reach their futures and
-//! callbacks. Delivery callbacks run on the producer's polling thread: keep them short.
+//! callbacks.
+//!
+//! # Where reports are handled
+//!
+//! Delivery reports (and so callbacks, the handler and the wake-ups of delivery futures) are
+//! served by one thread at a time, in order: while a task sends fast, by that task itself, inline
+//! in every 64th send, and otherwise by the producer's polling thread. Serving them where the
+//! messages were sent is what makes kafka-kit's producer cheaper than rdkafka's
+//! `ThreadedProducer` (see the README's performance section). Keep callbacks short: they hold up
+//! every other report, and the send they run in.
 
 mod builder;
+mod client;
 mod delivery;
 mod record;
 
 pub use builder::ProducerBuilder;
-pub use delivery::{DeliveryFuture, DeliveryReport, DeliveryResultOf, ProduceError, ProducerStats};
+pub use delivery::{
+    Delivered, DeliveryFuture, DeliveryReport, DeliveryResultOf, Handled, ProduceError,
+    ProducerStats,
+};
 pub use record::{OwnedRecord, Record};
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
 use serde::Serialize;
-use tokio::sync::oneshot;
 
-use crate::config::KafkaConfig;
+use crate::config::{ConfigError, KafkaConfig, Problem};
 use crate::error::{Error, Result};
 use crate::partitioner::{Md5Partitioner, Partitioning};
-use delivery::{Completion, KitContext, Opaque, Shared};
+use delivery::{Awaited, Completion, KitContext, Opaque, Shared};
 
 struct Inner<C: Send + 'static> {
-    producer: ThreadedProducer<KitContext<C>, Md5Partitioner>,
+    client: Arc<client::Client<C>>,
     shared: Arc<Shared>,
     queue_full_timeout: Duration,
     close_timeout: Duration,
+    /// Whether the builder set a delivery handler.
+    has_handler: bool,
+}
+
+impl<C: Send + 'static> Inner<C> {
+    fn producer(&self) -> &BaseProducer<KitContext<C>, Md5Partitioner> {
+        &self.client.producer
+    }
 }
 
 impl<C: Send + 'static> Drop for Inner<C> {
     fn drop(&mut self) {
-        if self.producer.in_flight_count() > 0 {
-            if let Err(e) = self.producer.flush(rdkafka_timeout(self.close_timeout)) {
-                tracing::warn!(
-                    undelivered = self.producer.in_flight_count(),
-                    error = %e,
-                    "kafka_kit: producer dropped before every message was delivered; the rest are purged and reported as failed"
-                );
-            }
-        }
+        self.client.stop(self.close_timeout);
     }
 }
 
@@ -148,6 +161,7 @@ impl<C: Send + 'static> Producer<C> {
             partitioning: Partitioning::default(),
             queue_full_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(30),
+            handler: None,
             _context: PhantomData,
         }
     }
@@ -186,12 +200,13 @@ impl<C: Send + 'static> Producer<C> {
         &self,
         record: Record<'_, C>,
     ) -> std::result::Result<DeliveryFuture<C>, ProduceError<C>> {
-        let (sender, receiver) = oneshot::channel();
-        let (pending, context) =
-            base_record(record, |context| (Completion::Await(sender), context));
+        let (pending, context) = base_record(record, |context| {
+            (Completion::Await(Awaited::Waiting(None)), context)
+        });
+        let slot = pending.delivery_opaque.clone();
         match self.produce(pending).await {
             Ok(()) => Ok(DeliveryFuture {
-                receiver,
+                slot,
                 context: Some(context),
             }),
             Err((error, pending)) => Err(ProduceError {
@@ -202,8 +217,8 @@ impl<C: Send + 'static> Producer<C> {
         }
     }
 
-    /// Sends a record; `callback` receives its delivery report (or the failure) on the producer's
-    /// polling thread. A record that cannot even be enqueued is returned at once, and the callback
+    /// Sends a record; `callback` receives its delivery report (or the failure) where reports are
+    /// served (see [the module documentation](self#where-reports-are-handled)). A record that cannot even be enqueued is returned at once, and the callback
     /// is not called.
     pub async fn send_with_callback<F>(
         &self,
@@ -221,6 +236,44 @@ impl<C: Send + 'static> Producer<C> {
             Err((error, pending)) => {
                 let (message, completion) = give_back(pending);
                 let Completion::Callback(context, _) = completion else {
+                    unreachable!("the completion given back is the one passed in")
+                };
+                Err(ProduceError {
+                    error,
+                    message,
+                    context,
+                })
+            }
+        }
+    }
+
+    /// Sends a record whose report goes, with the record's context, to the producer's delivery
+    /// handler ([`ProducerBuilder::on_delivery`]): per-message results at the cost of
+    /// fire-and-forget. A record that cannot even be enqueued is returned at once, and the handler
+    /// is not called; a producer built without a handler refuses every record this way, with a
+    /// [`ConfigError`](crate::config::ConfigError).
+    pub async fn send_to_handler(
+        &self,
+        record: Record<'_, C>,
+    ) -> std::result::Result<(), ProduceError<C>> {
+        if !self.inner.has_handler {
+            let (message, context) = record.into_owned();
+            return Err(ProduceError {
+                error: ConfigError::single(Problem::Missing {
+                    property: "on_delivery".into(),
+                    reason: "send_to_handler needs the producer's delivery handler: ProducerBuilder::on_delivery".into(),
+                })
+                .into(),
+                message,
+                context,
+            });
+        }
+        let (pending, ()) = base_record(record, |context| (Completion::Handler(context), ()));
+        match self.produce(pending).await {
+            Ok(()) => Ok(()),
+            Err((error, pending)) => {
+                let (message, completion) = give_back(pending);
+                let Completion::Handler(context) = completion else {
                     unreachable!("the completion given back is the one passed in")
                 };
                 Err(ProduceError {
@@ -259,14 +312,14 @@ impl<C: Send + 'static> Producer<C> {
     pub async fn flush(&self, timeout: Duration) -> Result<()> {
         let deadline = crate::deadline(timeout);
         loop {
-            if self.inner.producer.in_flight_count() == 0 {
+            if self.inner.producer().in_flight_count() == 0 {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut).into());
             }
             // Asks librdkafka to send lingering batches now; it returns at once.
-            let _ = self.inner.producer.flush(Duration::ZERO);
+            self.inner.client.nudge();
             self.wait_for_report(deadline).await;
         }
     }
@@ -298,15 +351,13 @@ impl<C: Send + 'static> Producer<C> {
 
     /// Messages in librdkafka's queues, in flight, or with a report not yet handled.
     pub fn in_flight(&self) -> usize {
-        self.inner.producer.in_flight_count().max(0) as usize
+        self.inner.producer().in_flight_count().max(0) as usize
     }
 
     /// The underlying rdkafka producer, for what kafka-kit doesn't wrap (metadata, transactions'
     /// raw calls). Don't send through it: its messages would bypass kafka-kit's delivery handling.
-    pub fn rdkafka(
-        &self,
-    ) -> &ThreadedProducer<impl ProducerContext<Md5Partitioner>, Md5Partitioner> {
-        &self.inner.producer
+    pub fn rdkafka(&self) -> &BaseProducer<impl ProducerContext<Md5Partitioner>, Md5Partitioner> {
+        self.inner.producer()
     }
 
     /// Enqueues, waiting for room while the local queue is full, up to the queue-full timeout.
@@ -316,13 +367,27 @@ impl<C: Send + 'static> Producer<C> {
     ) -> std::result::Result<(), (Error, Pending<'a, C>)> {
         let mut deadline = None;
         loop {
-            match self.inner.producer.send(pending) {
+            match self.inner.producer().send(pending) {
                 Ok(()) => {
-                    self.inner.shared.enqueued.add();
+                    if self
+                        .inner
+                        .shared
+                        .enqueued
+                        .add()
+                        .is_multiple_of(client::SERVE_EVERY)
+                    {
+                        self.inner.client.serve_inline();
+                    }
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     pending = back;
+                    // Serving the reports that are ready makes room at once, if there are any.
+                    let reported = self.inner.shared.reported();
+                    self.inner.client.serve_inline();
+                    if self.inner.shared.reported() != reported {
+                        continue;
+                    }
                     let deadline = *deadline
                         .get_or_insert_with(|| crate::deadline(self.inner.queue_full_timeout));
                     if Instant::now() >= deadline {
@@ -369,7 +434,7 @@ fn base_record<'a, C: Send, D, R>(
         key: record.key,
         timestamp: record.timestamp,
         headers: record.headers,
-        delivery_opaque: Box::new(Mutex::new(completion)),
+        delivery_opaque: Arc::new(Mutex::new(completion)),
     };
     (pending, kept)
 }
@@ -386,10 +451,10 @@ fn give_back<C: Send>(pending: Pending<'_, C>) -> (OwnedRecord, Completion<C>) {
     };
     (
         message,
-        pending
-            .delivery_opaque
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner),
+        std::mem::replace(
+            &mut *crate::lock(&pending.delivery_opaque),
+            Completion::Forget,
+        ),
     )
 }
 
