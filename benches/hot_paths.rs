@@ -37,6 +37,23 @@ fn partitioner(c: &mut Criterion) {
     group.bench_function("partition_keyed_8", |b| {
         b.iter(|| partitioner.partition("orders", Some(black_box(&key[..])), PARTITIONS, |_| true));
     });
+    // 1,000 keys in turn (the perf tool's workload): each seen before, so remembered.
+    let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+    let mut i = 0;
+    group.bench_function("partition_1000_keys_in_turn", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            partitioner.partition("orders", Some(keys[i].as_bytes()), PARTITIONS, |_| true)
+        });
+    });
+    // A key never seen before every time: the digest, and the bookkeeping of remembering it.
+    let mut n = 0u64;
+    group.bench_function("partition_new_key_each_time", |b| {
+        b.iter(|| {
+            n += 1;
+            partitioner.partition("orders", Some(&n.to_le_bytes()[..]), PARTITIONS, |_| true)
+        });
+    });
     group.bench_function("partition_keyless", |b| {
         b.iter(|| partitioner.partition("orders", black_box(None), PARTITIONS, |_| true));
     });

@@ -10,13 +10,17 @@
 //! cargo run --release --example perf -- produce --brokers localhost:9092 --preset reliable
 //! ```
 //!
-//! Flags: `--mode await|callback|fire` (produce), `--brokers LIST` (default: the embedded broker,
+//! Flags: `--mode await|callback|handler|fire` (produce; `handler` is the producer-wide
+//! `on_delivery` handler with `send_to_handler`, `callback` a closure per message), `--brokers LIST` (default: the embedded broker,
 //! or `KAFKA_BOOTSTRAP_SERVERS`), `--topic NAME`, `--messages N` (default 500000), `--size BYTES`
 //! (default 100), `--partitions N` (default 6), `--keys N` (distinct keys, MD5-routed; 0 for
 //! keyless; default 1000), `--preset reliable|ordered|throughput|fire-and-forget`,
 //! `--partitioner md5|murmur2|consistent` (default md5), `--set property=value` (any librdkafka
 //! property, for every client of the run; repeatable), `--raw` (also run raw rdkafka:
-//! ThreadedProducer for callback and fire, FutureProducer for await, BaseConsumer for consume).
+//! `BaseProducer` with no per-message state, the floor, and `ThreadedProducer` with a boxed
+//! opaque for callback, handler and fire; `FutureProducer` for await; `BaseConsumer` for consume),
+//! `--runs N` (repeat the comparison), `--also-partitioner NAME` (kafka-kit again with another
+//! partitioner, in the same runs), `--in-process-broker`.
 //!
 //! `consume --handler-ms MS` runs every record through `AtLeastOnce` with a handler that waits
 //! `MS` (a database or HTTP call): once one record per partition at a time, once key-ordered
@@ -28,10 +32,11 @@
 //! reports both. On the embedded broker transactions are acknowledged without being acted on:
 //! run it on a real broker (`--brokers`) for figures that mean anything.
 //!
-//! It prints progress each second, then, per client, p50/p99/max delivery latency (await mode)
-//! and `msgs_per_sec=<n> mb_per_sec=<n> cpu_us_per_msg=<n>`; kafka-kit's line is the last. CPU is
-//! the whole process's (`getrusage`), the embedded broker's threads included: compare the two
-//! clients of one run, not runs on different brokers.
+//! It prints progress each second, then, per client, p50/p99/max delivery latency (await mode),
+//! and at the end each client's `msgs_per_sec` and `cpu_us_per_msg` as min–max (median) over the
+//! runs, with kafka-kit's ratio to each raw client run by run. CPU is the client process's own
+//! (`getrusage`): the embedded broker runs in a child process (`perf broker`) unless
+//! `--in-process-broker` is given. The clients take turns going first from one run to the next.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -311,29 +316,48 @@ async fn main() -> anyhow::Result<()> {
             let mut results = Results::default();
             for run in 1..=args.runs {
                 eprintln!("--- run {run} of {}", args.runs);
+                // The clients take turns going first: the broker holds every record sent so far,
+                // and whatever that costs falls on each client alike.
+                let mut clients: Vec<Option<RawKind>> = vec![None];
                 if args.raw {
-                    for &kind in RawKind::for_mode(&args.mode) {
-                        let topic = topic(kind.slug());
-                        create_topic(&cluster, &topic, args.partitions).await?;
-                        let figures =
-                            produce_raw(&args, kind, &config, &topic, &payload, &keys).await?;
-                        results.add(kind.label(), figures);
-                    }
+                    clients.extend(RawKind::for_mode(&args.mode).iter().copied().map(Some));
                 }
-                let kit_topic = topic("kit");
-                create_topic(&cluster, &kit_topic, args.partitions).await?;
-                let kit = produce_kit(&args, &config, &kit_topic, &payload, &keys).await?;
-                results.add(KIT, kit);
-                if let Some(other) = &args.also_partitioner {
-                    let other_args = Args {
-                        partitioner: other.clone(),
-                        ..args.clone()
-                    };
-                    let other_topic = topic("kit-other");
-                    create_topic(&cluster, &other_topic, args.partitions).await?;
-                    let figures =
-                        produce_kit(&other_args, &config, &other_topic, &payload, &keys).await?;
-                    results.add(&format!("kafka-kit, {other:?} partitioner"), figures);
+                let turn = (run - 1) % clients.len();
+                clients.rotate_left(turn);
+                for client in clients {
+                    match client {
+                        Some(kind) => {
+                            let topic = topic(kind.slug());
+                            create_topic(&cluster, &topic, args.partitions).await?;
+                            let figures =
+                                produce_raw(&args, kind, &config, &topic, &payload, &keys).await?;
+                            results.add(kind.label(), figures);
+                        }
+                        None => {
+                            let kit_topic = topic("kit");
+                            create_topic(&cluster, &kit_topic, args.partitions).await?;
+                            let kit =
+                                produce_kit(&args, &config, &kit_topic, &payload, &keys).await?;
+                            results.add(KIT, kit);
+                            if let Some(other) = &args.also_partitioner {
+                                let other_args = Args {
+                                    partitioner: other.clone(),
+                                    ..args.clone()
+                                };
+                                let other_topic = topic("kit-other");
+                                create_topic(&cluster, &other_topic, args.partitions).await?;
+                                let figures = produce_kit(
+                                    &other_args,
+                                    &config,
+                                    &other_topic,
+                                    &payload,
+                                    &keys,
+                                )
+                                .await?;
+                                results.add(&format!("kafka-kit, {other:?} partitioner"), figures);
+                            }
+                        }
+                    }
                 }
             }
             results.print();
@@ -367,11 +391,17 @@ async fn main() -> anyhow::Result<()> {
             let mut results = Results::default();
             for run in 1..=args.runs {
                 eprintln!("--- run {run} of {}", args.runs);
+                // The clients take turns going first.
+                if run % 2 == 0 {
+                    results.add(KIT, consume_kit(&args, &cluster, &topic).await?);
+                }
                 if args.raw {
                     let raw = tokio::task::block_in_place(|| consume_raw(&args, &cluster, &topic))?;
                     results.add("raw BaseConsumer", raw);
                 }
-                results.add(KIT, consume_kit(&args, &cluster, &topic).await?);
+                if run % 2 == 1 {
+                    results.add(KIT, consume_kit(&args, &cluster, &topic).await?);
+                }
             }
             results.print();
         }
@@ -419,16 +449,17 @@ impl Results {
         }
     }
 
-    /// Each client's figures as min–max over the runs, then kafka-kit's ratio to each other
-    /// client, run by run, as min–max.
+    /// Each client's figures as min–max (median) over the runs, then kafka-kit's ratio to each
+    /// other client, run by run, the same way.
     fn print(&self) {
-        let range = |values: Vec<f64>, decimals: usize| {
-            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            format!("{min:.decimals$}–{max:.decimals$}")
+        let range = |mut values: Vec<f64>, decimals: usize| {
+            values.sort_by(f64::total_cmp);
+            let (min, max) = (values[0], values[values.len() - 1]);
+            let median = values[values.len() / 2];
+            format!("{min:.decimals$}–{max:.decimals$} ({median:.decimals$})")
         };
         println!(
-            "\nresults over {} run(s), min–max:",
+            "\nresults over {} run(s), min–max (median):",
             self.0.first().map_or(0, |r| r.1.len())
         );
         for (label, runs) in &self.0 {
@@ -1106,14 +1137,20 @@ async fn consume_kit(args: &Args, cluster: &TestCluster, topic: &str) -> anyhow:
     let mut consumer = consumer;
     let run = Run::start("kafka-kit consume");
     let mut bytes = 0usize;
-    for _ in 0..args.messages {
-        let record =
-            tokio::time::timeout(Duration::from_secs(30), next_unless_fatal(&mut consumer))
-                .await?
+    // One deadline for the whole run, as the raw loop has: a timer per record would be the
+    // tool's cost, not the consumer's.
+    tokio::time::timeout(Duration::from_secs(300), async {
+        for _ in 0..args.messages {
+            let record = next_unless_fatal(&mut consumer)
+                .await
                 .context("stream ended")??;
-        bytes += record.payload().map_or(0, <[u8]>::len);
-        run.done.fetch_add(1, Ordering::Relaxed);
-    }
+            bytes += record.payload().map_or(0, <[u8]>::len);
+            run.done.fetch_add(1, Ordering::Relaxed);
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("consuming took more than 300 s")??;
     std::hint::black_box(bytes);
     let figures = run.finish(args.messages, args.size, None);
     consumer.close().await?;

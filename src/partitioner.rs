@@ -44,8 +44,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use md5::{Digest, Md5};
@@ -101,26 +100,14 @@ impl Md5Partitioner {
             return rdkafka::producer::PARTITION_UA;
         }
         let count = partition_count.unsigned_abs();
-        let Some(short) = ShortKey::new(key) else {
+        if key.len() > MAX_REMEMBERED_KEY {
             return modulo(digest(key), count);
-        };
-        let cached = RECENT.try_with(|recent| {
-            let mut recent = recent.try_borrow_mut().ok()?;
-            if recent.len() >= RECENT_KEYS && !recent.contains_key(&short) {
-                recent.clear();
-            }
-            let seen = recent.entry(short).or_insert_with(|| Seen {
-                digest: digest(key),
-                count: 0,
-                partition: 0,
-            });
-            if seen.count != count {
-                seen.partition = modulo(seen.digest, count);
-                seen.count = count;
-            }
-            Some(seen.partition)
-        });
-        cached
+        }
+        RECENT
+            .try_with(|recent| {
+                let mut recent = recent.try_borrow_mut().ok()?;
+                Some(recent.partition(key, count))
+            })
             .ok()
             .flatten()
             .unwrap_or_else(|| modulo(digest(key), count))
@@ -148,79 +135,99 @@ fn modulo(digest: u128, count: u32) -> i32 {
     (digest % u128::from(count)) as i32
 }
 
-/// Short keys whose partitions a thread remembers; past this, it forgets them all and starts
-/// again (a bound on memory: about 64 bytes a key).
-const RECENT_KEYS: usize = 4096;
+/// Keys up to this long are remembered.
+const MAX_REMEMBERED_KEY: usize = 32;
+
+/// Sets of the table of remembered keys, two keys each (4,096 keys, 256 KiB per thread that sends).
+const SETS: usize = 1 << SET_BITS;
+const SET_BITS: u32 = 11;
 
 thread_local! {
-    static RECENT: RefCell<HashMap<ShortKey, Seen, Seeded>> =
-        RefCell::new(HashMap::with_hasher(Seeded::new()));
+    static RECENT: RefCell<Recent> = RefCell::new(Recent::new());
 }
 
-/// A key of up to 32 bytes, stored inline.
-#[derive(PartialEq, Eq)]
-struct ShortKey {
-    len: u8,
-    bytes: [u8; 32],
+/// The partitions of the short keys a thread routed last: a two-way set-associative table, filled
+/// on first use, where a new key takes the place of the older of its set's two.
+struct Recent {
+    /// Picks a key's set: seeded per thread, so that no fixed set of keys collides everywhere.
+    seed: u64,
+    sets: Vec<[Seen; 2]>,
 }
 
-impl ShortKey {
-    fn new(key: &[u8]) -> Option<Self> {
-        let mut bytes = [0; 32];
-        bytes.get_mut(..key.len())?.copy_from_slice(key);
-        Some(ShortKey {
-            len: key.len() as u8,
-            bytes,
-        })
-    }
-}
-
-impl Hash for ShortKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(&self.bytes[..usize::from(self.len)]);
-    }
-}
-
-/// A key's digest, and its partition for the last partition count asked.
+/// A remembered key: its digest, and its partition for the last partition count asked.
+#[derive(Clone, Copy)]
 struct Seen {
-    digest: u128,
+    len: u8,
+    key: [u8; MAX_REMEMBERED_KEY],
+    /// 0 for an empty entry (no count is 0).
     count: u32,
     partition: i32,
+    digest: u128,
 }
 
-/// A fast multiply-rotate hash (FxHash's) with a per-thread random seed, so that no fixed set of
-/// keys collides everywhere; the table's bound caps the cost of collisions anyway.
-#[derive(Clone, Copy)]
-struct Seeded(u64);
-
-impl Seeded {
+impl Recent {
     fn new() -> Self {
-        Seeded(std::collections::hash_map::RandomState::new().hash_one(0u8))
-    }
-}
-
-impl BuildHasher for Seeded {
-    type Hasher = Seeded;
-
-    fn build_hasher(&self) -> Seeded {
-        *self
-    }
-}
-
-impl Hasher for Seeded {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        Recent {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
+            sets: Vec::new(),
         }
-        self.0 = (self.0.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 
-    fn finish(&self) -> u64 {
-        self.0
+    /// The partition of `key` (at most [`MAX_REMEMBERED_KEY`] bytes) among `count`.
+    fn partition(&mut self, key: &[u8], count: u32) -> i32 {
+        if self.sets.is_empty() {
+            let empty = Seen {
+                len: 0,
+                key: [0; MAX_REMEMBERED_KEY],
+                count: 0,
+                partition: 0,
+                digest: 0,
+            };
+            self.sets = vec![[empty; 2]; SETS];
+        }
+        // The hash's top bits: its low ones depend only on the low bytes of each word.
+        let set = &mut self.sets[(fx_hash(self.seed, key) >> (u64::BITS - SET_BITS)) as usize];
+        let same = |seen: &Seen| seen.count != 0 && &seen.key[..usize::from(seen.len)] == key;
+        let way = match (same(&set[0]), same(&set[1])) {
+            (true, _) => 0,
+            (_, true) => {
+                // Most recently used first.
+                set.swap(0, 1);
+                0
+            }
+            _ => {
+                set[1] = set[0];
+                let mut bytes = [0; MAX_REMEMBERED_KEY];
+                bytes[..key.len()].copy_from_slice(key);
+                set[0] = Seen {
+                    len: key.len() as u8,
+                    key: bytes,
+                    count: 0,
+                    partition: 0,
+                    digest: digest(key),
+                };
+                0
+            }
+        };
+        let seen = &mut set[way];
+        if seen.count != count {
+            seen.partition = modulo(seen.digest, count);
+            seen.count = count;
+        }
+        seen.partition
     }
+}
+
+/// FxHash's multiply-rotate over 8-byte words, from `seed`.
+fn fx_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = seed;
+    for chunk in bytes.chunks(8) {
+        let mut word = [0; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    (hash.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(K)
 }
 
 impl Partitioner for Md5Partitioner {
@@ -285,7 +292,7 @@ mod tests {
         // More keys than a thread remembers, each asked under several counts, twice: the second
         // pass hits the remembered keys (and those forgotten since), both must be the digest's.
         for _pass in 0..2 {
-            for i in 0..(RECENT_KEYS as u32 * 2 + 7) {
+            for i in 0..(SETS as u32 * 4 + 7) {
                 let key = format!("user-{i}");
                 for count in [1, 6, 7, 6, 1000, i32::MAX] {
                     assert_eq!(
@@ -301,7 +308,10 @@ mod tests {
             Md5Partitioner::partition_for(&long, 12),
             modulo(digest(&long), 12)
         );
-        assert!(ShortKey::new(&long).is_none() && ShortKey::new(&long[..32]).is_some());
+        assert_eq!(
+            Md5Partitioner::partition_for(&long[..32], 12),
+            modulo(digest(&long[..32]), 12)
+        );
     }
 
     #[test]

@@ -617,7 +617,7 @@ async fn records_carry_typed_headers_and_json() -> anyhow::Result<()> {
     ensure!(record.key_str() == Some("1001"));
     ensure!(record.headers().event_type()? == Some("login"));
     ensure!(record.json::<serde_json::Value>()?["user_id"] == 1001);
-    ensure!(record.message().topic() == topic);
+    ensure!(record.topic() == topic);
     Ok(())
 }
 

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rebalance::{commit_offsets, KitContext};
+use super::record::{copied_len, SHARED_BUFFER};
 use super::replay;
 use super::state::{Fetched, State, Step};
 use super::{CheckpointStore, CommitOffsets, ConsumerRecord};
@@ -223,44 +225,74 @@ fn poll_loop(
                     set_paused(consumer, &shared, pause);
                 }
                 last_poll = Some(Instant::now());
-                // Wait for the first record, then take what librdkafka has ready, up to a batch.
-                let mut timeout = timeout;
-                for _ in 0..batch {
-                    if !poll_once(consumer, &shared, timeout) || stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    timeout = Duration::ZERO;
-                }
+                poll_batch(consumer, &shared, stop, timeout, batch);
             }
         }
     }
 }
 
-/// Polls librdkafka once: a record is queued, an event handled, an error queued. Returns
-/// whether to poll again at once (a record or an event came; an error goes out first).
-fn poll_once(consumer: &BaseConsumer<KitContext>, shared: &Shared, timeout: Duration) -> bool {
-    match consumer.poll(timeout) {
-        None => false,
-        Some(Ok(message)) => {
-            let record = ConsumerRecord::new(message.detach(), shared.generation());
-            let fetched = shared.state().fetched(record);
-            if let Fetched::FirstPastStop(record) = fetched {
-                pause_partition(consumer, record.topic(), record.partition());
+/// Polls librdkafka for up to `batch` records (up to [`SHARED_BUFFER`] bytes of them), waiting
+/// `timeout` for the first and then taking what is ready, and queues them, copied together under
+/// one lock; then handles the event or error that ended the batch, if one did.
+fn poll_batch(
+    consumer: &BaseConsumer<KitContext>,
+    shared: &Shared,
+    stop: &AtomicBool,
+    mut timeout: Duration,
+    batch: usize,
+) {
+    let mut messages = Vec::new();
+    let mut bytes = 0;
+    let mut ended_by = None;
+    while messages.len() < batch && bytes < SHARED_BUFFER && !stop.load(Ordering::Acquire) {
+        match consumer.poll(timeout) {
+            None => break,
+            Some(Ok(message)) => {
+                bytes += copied_len(&message);
+                // Read after the poll: a rebalance served in it came before this record.
+                messages.push((message, shared.generation()));
             }
-            true
+            Some(Err(error)) => {
+                ended_by = Some(error);
+                break;
+            }
         }
-        Some(Err(KafkaError::PartitionEOF(partition))) => {
-            reached_end(consumer, shared, partition);
-            true
-        }
-        Some(Err(error)) => {
+        timeout = Duration::ZERO;
+    }
+    queue(consumer, shared, &messages);
+    match ended_by {
+        None => {}
+        Some(KafkaError::PartitionEOF(partition)) => reached_end(consumer, shared, partition),
+        Some(error) => {
             tracing::warn!(error = %error, "kafka_kit: consumer error");
             if error.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupIdNotFound) {
                 start_unpositioned(consumer, shared);
             }
             shared.report(error.into());
-            false
         }
+    }
+}
+
+/// Queues the records of `messages`, in order, and pauses the partitions they take past a stop.
+fn queue(
+    consumer: &BaseConsumer<KitContext>,
+    shared: &Shared,
+    messages: &[(BorrowedMessage<'_>, u64)],
+) {
+    if messages.is_empty() {
+        return;
+    }
+    let mut past_stop = Vec::new();
+    {
+        let mut state = shared.state();
+        for record in ConsumerRecord::fetched(messages) {
+            if let Fetched::FirstPastStop(record) = state.fetched(record) {
+                past_stop.push(record);
+            }
+        }
+    }
+    for record in past_stop {
+        pause_partition(consumer, record.topic(), record.partition());
     }
 }
 

@@ -2,58 +2,140 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
-use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use serde::de::DeserializeOwned;
 
 use crate::headers::HeaderReader;
 
 /// A record read from Kafka: key, value, headers, topic, partition, offset and timestamp.
+///
+/// The records fetched together are copied out of librdkafka's buffers into one buffer of their
+/// own, shared: one allocation for up to 64 KiB of records, rather than three per record. A record
+/// kept after its neighbours are gone keeps that buffer alive.
 pub struct ConsumerRecord {
-    message: OwnedMessage,
+    /// The buffer of the record's batch: its topic, key and value are at `start`, in that order.
+    data: Arc<[u8]>,
+    start: usize,
+    topic_len: usize,
+    /// Lengths; `None` for an absent key or value (as opposed to an empty one).
+    key_len: Option<usize>,
+    payload_len: Option<usize>,
+    partition: i32,
+    offset: i64,
+    timestamp: Timestamp,
+    headers: Option<OwnedHeaders>,
     /// The consumer's assignment generation when the record was fetched: a record from an older
     /// generation may belong to a partition this consumer no longer owns.
     pub(crate) generation: u64,
 }
 
+/// Records fetched together share a buffer up to this size (a single larger record has its own).
+pub(crate) const SHARED_BUFFER: usize = 64 * 1024;
+
+/// The bytes a record takes in a shared buffer.
+pub(crate) fn copied_len(message: &impl Message) -> usize {
+    message.topic().len()
+        + message.key().map_or(0, <[u8]>::len)
+        + message.payload().map_or(0, <[u8]>::len)
+}
+
 impl ConsumerRecord {
-    pub(crate) fn new(message: OwnedMessage, generation: u64) -> Self {
-        ConsumerRecord {
-            message,
-            generation,
+    /// The records of `messages` (each with the assignment generation it was fetched in), copied
+    /// into one buffer, with the headers `headers` gives.
+    fn copy_all<M: Message>(
+        messages: &[(M, u64)],
+        headers: impl Fn(&M) -> Option<OwnedHeaders>,
+    ) -> Vec<Self> {
+        let mut data = Vec::with_capacity(messages.iter().map(|(m, _)| copied_len(m)).sum());
+        let mut records = Vec::with_capacity(messages.len());
+        for (message, _) in messages {
+            let (topic, key, payload) = (message.topic(), message.key(), message.payload());
+            let start = data.len();
+            data.extend_from_slice(topic.as_bytes());
+            data.extend_from_slice(key.unwrap_or_default());
+            data.extend_from_slice(payload.unwrap_or_default());
+            records.push((
+                start,
+                topic.len(),
+                key.map(<[u8]>::len),
+                payload.map(<[u8]>::len),
+            ));
         }
+        let data: Arc<[u8]> = data.into();
+        records
+            .into_iter()
+            .zip(messages)
+            .map(
+                |((start, topic_len, key_len, payload_len), (message, generation))| {
+                    ConsumerRecord {
+                        data: data.clone(),
+                        start,
+                        topic_len,
+                        key_len,
+                        payload_len,
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        timestamp: message.timestamp(),
+                        headers: headers(message),
+                        generation: *generation,
+                    }
+                },
+            )
+            .collect()
+    }
+
+    /// The records the consumer fetched together, in order.
+    pub(crate) fn fetched(messages: &[(BorrowedMessage<'_>, u64)]) -> Vec<Self> {
+        Self::copy_all(messages, |m| m.headers().map(BorrowedHeaders::detach))
+    }
+
+    /// A record of `message`: for tests, which make their records up.
+    #[cfg(test)]
+    pub(crate) fn new(message: &OwnedMessage, generation: u64) -> Self {
+        let mut records =
+            Self::copy_all(&[(message.clone(), generation)], |m| m.headers().cloned());
+        records.remove(0)
+    }
+
+    /// The record's topic, key and value, in that order.
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.start..]
     }
 
     /// The topic.
     pub fn topic(&self) -> &str {
-        self.message.topic()
+        // Copied from a `&str`: always UTF-8.
+        std::str::from_utf8(&self.bytes()[..self.topic_len]).unwrap_or_default()
     }
 
     /// The partition.
     pub fn partition(&self) -> i32 {
-        self.message.partition()
+        self.partition
     }
 
     /// The record's own offset. To commit, use [`next_offset`](Self::next_offset): Kafka stores the
     /// next offset to read.
     pub fn offset(&self) -> i64 {
-        self.message.offset()
+        self.offset
     }
 
     /// The offset to commit once this record is processed: its own offset plus one.
     pub fn next_offset(&self) -> NextOffset {
-        NextOffset(self.message.offset() + 1)
+        NextOffset(self.offset + 1)
     }
 
     /// The record timestamp.
     pub fn timestamp(&self) -> Timestamp {
-        self.message.timestamp()
+        self.timestamp
     }
 
     /// The key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.message.key()
+        let len = self.key_len?;
+        self.bytes().get(self.topic_len..self.topic_len + len)
     }
 
     /// The key as text, if it is UTF-8.
@@ -63,12 +145,19 @@ impl ConsumerRecord {
 
     /// The value.
     pub fn payload(&self) -> Option<&[u8]> {
-        self.message.payload()
+        let len = self.payload_len?;
+        let start = self.topic_len + self.key_len.unwrap_or(0);
+        self.bytes().get(start..start + len)
     }
 
     /// The headers, read typed.
     pub fn headers(&self) -> HeaderReader<'_, OwnedHeaders> {
-        HeaderReader::new(self.message.headers())
+        HeaderReader::new(self.headers.as_ref())
+    }
+
+    /// The headers as rdkafka holds them.
+    pub(crate) fn owned_headers(&self) -> Option<&OwnedHeaders> {
+        self.headers.as_ref()
     }
 
     /// Decodes the value as JSON.
@@ -79,14 +168,17 @@ impl ConsumerRecord {
         serde_json::from_slice(payload).map_err(|e| self.decode_error(e.to_string()))
     }
 
-    /// The rdkafka message.
-    pub fn message(&self) -> &OwnedMessage {
-        &self.message
-    }
-
-    /// The rdkafka message, owned.
-    pub fn into_message(self) -> OwnedMessage {
-        self.message
+    /// The record as an rdkafka message (a copy).
+    pub fn to_message(&self) -> OwnedMessage {
+        OwnedMessage::new(
+            self.payload().map(<[u8]>::to_vec),
+            self.key().map(<[u8]>::to_vec),
+            self.topic().to_owned(),
+            self.timestamp,
+            self.partition,
+            self.offset,
+            self.headers.clone(),
+        )
     }
 
     fn decode_error(&self, reason: String) -> DecodeError {
@@ -229,7 +321,68 @@ mod tests {
             offset,
             None,
         );
-        ConsumerRecord::new(message, 0)
+        ConsumerRecord::new(&message, 0)
+    }
+
+    #[test]
+    fn the_parts_of_a_record_come_back_apart() {
+        let whole = record("orders", 3, 9);
+        assert_eq!(whole.topic(), "orders");
+        assert_eq!(whole.key(), Some(&b"k"[..]));
+        assert_eq!(whole.payload(), Some(&b"{\"n\":1}"[..]));
+        let message = OwnedMessage::new(
+            None,
+            Some(Vec::new()),
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            1,
+            None,
+        );
+        let bare = ConsumerRecord::new(&message, 0);
+        assert_eq!(
+            (bare.topic(), bare.key(), bare.payload()),
+            ("t", Some(&b""[..]), None)
+        );
+        let copy = whole.to_message();
+        assert_eq!(
+            (copy.topic(), copy.key(), copy.offset()),
+            ("orders", Some(&b"k"[..]), 9)
+        );
+    }
+
+    #[test]
+    fn records_copied_together_share_one_buffer_and_keep_their_parts() {
+        let messages: Vec<OwnedMessage> = (0..3)
+            .map(|i| {
+                OwnedMessage::new(
+                    (i != 1).then(|| format!("value-{i}").into_bytes()),
+                    (i != 2).then(|| format!("k{i}").into_bytes()),
+                    format!("topic-{i}"),
+                    Timestamp::CreateTime(i),
+                    i as i32,
+                    10 + i,
+                    None,
+                )
+            })
+            .collect();
+        let messages: Vec<_> = messages.into_iter().map(|m| (m, 4)).collect();
+        let records = ConsumerRecord::copy_all(&messages, |_| None);
+        assert!(records
+            .iter()
+            .all(|r| Arc::ptr_eq(&r.data, &records[0].data)));
+        let parts: Vec<_> = records
+            .iter()
+            .map(|r| (r.topic(), r.key(), r.payload(), r.partition(), r.offset()))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                ("topic-0", Some(&b"k0"[..]), Some(&b"value-0"[..]), 0, 10),
+                ("topic-1", Some(&b"k1"[..]), None, 1, 11),
+                ("topic-2", None, Some(&b"value-2"[..]), 2, 12),
+            ]
+        );
     }
 
     #[test]

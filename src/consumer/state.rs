@@ -584,7 +584,7 @@ mod tests {
             offset,
             None,
         );
-        ConsumerRecord::new(message, generation)
+        ConsumerRecord::new(&message, generation)
     }
 
     fn parts(list: &[(&str, i32)]) -> Vec<(String, i32)> {

@@ -118,6 +118,7 @@ impl<C: Send + 'static> ProducerBuilder<C> {
         let has_handler = self.handler.is_some();
         let context = KitContext {
             partitioner,
+            forget: Arc::new(std::sync::Mutex::new(super::delivery::Completion::Forget)),
             handler: self.handler,
             shared: shared.clone(),
             _context: PhantomData,

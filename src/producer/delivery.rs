@@ -7,7 +7,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use rdkafka::client::ClientContext;
@@ -306,6 +306,8 @@ impl ProducerStats {
 /// The rdkafka context: the partitioner and the delivery callback.
 pub(super) struct KitContext<C> {
     pub(super) partitioner: Option<Md5Partitioner>,
+    /// The one opaque every fire-and-forget message shares.
+    pub(super) forget: Opaque<C>,
     pub(super) handler: Option<Handler<C>>,
     pub(super) shared: Arc<Shared>,
     pub(super) _context: PhantomData<fn() -> C>,
@@ -329,28 +331,32 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
         if shared.waiters.load(Ordering::Acquire) > 0 {
             shared.room.notify_waiters();
         }
-        let completion = {
-            let mut slot = crate::lock(&opaque);
-            if let Completion::Await(awaited) = &mut *slot {
-                let waiting = std::mem::replace(awaited, Awaited::Done(outcome(result)));
-                drop(slot);
-                if let Awaited::Waiting(Some(waker)) = waiting {
-                    waker.wake();
-                }
-                return;
+        if Arc::ptr_eq(&opaque, &self.forget) {
+            if let Err((error, message)) = result {
+                forgotten_failure(error, message);
             }
-            std::mem::replace(&mut *slot, Completion::Forget)
+            return;
+        }
+        let completion = match Arc::try_unwrap(opaque) {
+            // The only owner (all but await mode, or a future dropped already): no lock to take.
+            Ok(slot) => slot.into_inner().unwrap_or_else(PoisonError::into_inner),
+            Err(shared) => {
+                let mut slot = crate::lock(&shared);
+                if let Completion::Await(awaited) = &mut *slot {
+                    let waiting = std::mem::replace(awaited, Awaited::Done(outcome(result)));
+                    drop(slot);
+                    if let Awaited::Waiting(Some(waker)) = waiting {
+                        waker.wake();
+                    }
+                    return;
+                }
+                std::mem::replace(&mut *slot, Completion::Forget)
+            }
         };
         match completion {
             Completion::Forget => {
                 if let Err((error, message)) = result {
-                    tracing::warn!(
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        key = ?message.key().map(String::from_utf8_lossy),
-                        error = %error,
-                        "kafka_kit: fire-and-forget message not delivered"
-                    );
+                    forgotten_failure(error, message);
                 }
             }
             Completion::Handler(context) => {
@@ -368,7 +374,7 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
                     let _ = crate::error::catch_panic("the delivery handler", || handler(handled));
                 }
             }
-            // Handled above, in place.
+            // Its future is gone: nobody waits for the outcome.
             Completion::Await(_) => {}
             Completion::Callback(context, callback) => {
                 let result = with_context(outcome(result), context);
@@ -382,6 +388,17 @@ impl<C: Send + 'static> ProducerContext<Md5Partitioner> for KitContext<C> {
     fn get_custom_partitioner(&self) -> Option<&Md5Partitioner> {
         self.partitioner.as_ref()
     }
+}
+
+/// Logs the failure of a message nobody waits for.
+fn forgotten_failure(error: &rdkafka::error::KafkaError, message: &BorrowedMessage<'_>) {
+    tracing::warn!(
+        topic = message.topic(),
+        partition = message.partition(),
+        key = ?message.key().map(String::from_utf8_lossy),
+        error = %error,
+        "kafka_kit: fire-and-forget message not delivered"
+    );
 }
 
 /// The delivery report of an enqueued message, from [`Producer::enqueue`](super::Producer::enqueue).

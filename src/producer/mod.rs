@@ -110,6 +110,11 @@ impl<C: Send + 'static> Inner<C> {
     fn producer(&self) -> &BaseProducer<KitContext<C>, Md5Partitioner> {
         &self.client.producer
     }
+
+    /// The opaque of fire-and-forget messages.
+    fn forget(&self) -> Opaque<C> {
+        self.producer().context().forget.clone()
+    }
 }
 
 impl<C: Send + 'static> Drop for Inner<C> {
@@ -292,7 +297,8 @@ impl<C: Send + 'static> Producer<C> {
         &self,
         record: Record<'_, D>,
     ) -> std::result::Result<(), ProduceError<D>> {
-        let (pending, context) = base_record(record, |context| (Completion::Forget, context));
+        // Every message sent this way shares one opaque: nothing to allocate.
+        let (pending, context) = with_opaque(record, |context| (self.inner.forget(), context));
         match self.produce(pending).await {
             Ok(()) => Ok(()),
             Err((error, pending)) => Err(ProduceError {
@@ -426,7 +432,18 @@ fn base_record<'a, C: Send, D, R>(
     record: Record<'a, D>,
     completion: impl FnOnce(D) -> (Completion<C>, R),
 ) -> (Pending<'a, C>, R) {
-    let (completion, kept) = completion(record.context);
+    with_opaque(record, |context| {
+        let (completion, kept) = completion(context);
+        (Arc::new(Mutex::new(completion)), kept)
+    })
+}
+
+/// The librdkafka record of `record`, with the opaque `opaque` makes of its context.
+fn with_opaque<'a, C: Send, D, R>(
+    record: Record<'a, D>,
+    opaque: impl FnOnce(D) -> (Opaque<C>, R),
+) -> (Pending<'a, C>, R) {
+    let (opaque, kept) = opaque(record.context);
     let pending = BaseRecord {
         topic: record.topic,
         partition: record.partition,
@@ -434,7 +451,7 @@ fn base_record<'a, C: Send, D, R>(
         key: record.key,
         timestamp: record.timestamp,
         headers: record.headers,
-        delivery_opaque: Arc::new(Mutex::new(completion)),
+        delivery_opaque: opaque,
     };
     (pending, kept)
 }

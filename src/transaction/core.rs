@@ -568,7 +568,7 @@ mod tests {
                         o,
                         None,
                     );
-                    Arc::new(ConsumerRecord::new(message, 0))
+                    Arc::new(ConsumerRecord::new(&message, 0))
                 })
                 .collect();
             logs.insert(tp(p), log);

@@ -49,7 +49,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::consumer::CommitMode;
-use rdkafka::message::Message;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
@@ -692,7 +691,7 @@ where
 }
 
 pub(crate) fn dead_letter_headers(record: &ConsumerRecord, error: &str, attempts: u32) -> Headers {
-    let original = record.message().headers().cloned().unwrap_or_default();
+    let original = record.owned_headers().cloned().unwrap_or_default();
     Headers::from(original)
         .insert(dead_letter_headers::ORIGINAL_TOPIC, record.topic())
         .insert(
