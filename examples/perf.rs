@@ -20,7 +20,8 @@
 //! `BaseProducer` with no per-message state, the floor, and `ThreadedProducer` with a boxed
 //! opaque for callback, handler and fire; `FutureProducer` for await; `BaseConsumer` for consume),
 //! `--runs N` (repeat the comparison), `--also-partitioner NAME` (kafka-kit again with another
-//! partitioner, in the same runs), `--in-process-broker`.
+//! partitioner, in the same runs), `--raw-only` (the raw baselines alone, to profile them),
+//! `--in-process-broker`.
 //!
 //! `consume --handler-ms MS` runs every record through `AtLeastOnce` with a handler that waits
 //! `MS` (a database or HTTP call): once one record per partition at a time, once key-ordered
@@ -85,6 +86,8 @@ struct Args {
     in_process_broker: bool,
     /// Also run kafka-kit's producer with this partitioner, in the same runs.
     also_partitioner: Option<Partitioning>,
+    /// Run the raw baselines only (for profiling them alone).
+    raw_only: bool,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -106,6 +109,7 @@ fn parse() -> anyhow::Result<Args> {
         runs: 1,
         in_process_broker: false,
         also_partitioner: None,
+        raw_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -123,6 +127,7 @@ fn parse() -> anyhow::Result<Args> {
             "--partitions" => args.partitions = value()?.parse()?,
             "--keys" => args.keys = value()?.parse()?,
             "--raw" => args.raw = true,
+            "--raw-only" => (args.raw, args.raw_only) = (true, true),
             "--handler-ms" => args.handler_ms = Some(value()?.parse()?),
             "--concurrency" => args.concurrency = value()?.parse()?,
             "--set" => {
@@ -318,11 +323,12 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("--- run {run} of {}", args.runs);
                 // The clients take turns going first: the broker holds every record sent so far,
                 // and whatever that costs falls on each client alike.
-                let mut clients: Vec<Option<RawKind>> = vec![None];
+                let mut clients: Vec<Option<RawKind>> =
+                    if args.raw_only { vec![] } else { vec![None] };
                 if args.raw {
                     clients.extend(RawKind::for_mode(&args.mode).iter().copied().map(Some));
                 }
-                let turn = (run - 1) % clients.len();
+                let turn = (run - 1) % clients.len().max(1);
                 clients.rotate_left(turn);
                 for client in clients {
                     match client {
@@ -392,14 +398,14 @@ async fn main() -> anyhow::Result<()> {
             for run in 1..=args.runs {
                 eprintln!("--- run {run} of {}", args.runs);
                 // The clients take turns going first.
-                if run % 2 == 0 {
+                if run % 2 == 0 && !args.raw_only {
                     results.add(KIT, consume_kit(&args, &cluster, &topic).await?);
                 }
                 if args.raw {
                     let raw = tokio::task::block_in_place(|| consume_raw(&args, &cluster, &topic))?;
                     results.add("raw BaseConsumer", raw);
                 }
-                if run % 2 == 1 {
+                if run % 2 == 1 && !args.raw_only {
                     results.add(KIT, consume_kit(&args, &cluster, &topic).await?);
                 }
             }

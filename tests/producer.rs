@@ -185,6 +185,40 @@ async fn the_delivery_handler_gets_every_report_in_order() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A delivery callback that drops the producer's last handle closes it at once: it cannot wait
+/// for its own thread to finish serving.
+#[tokio::test]
+async fn dropping_the_last_handle_in_a_callback_does_not_hang() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+    let cluster = cluster()?;
+    let topic = common::unique_topic("drop-in-callback");
+    cluster.create_topic(&topic, 1).await?;
+    // Lingering, so that the report comes after the last handle has moved into the callback's reach.
+    let config = cluster.config().set("linger.ms", "300").build()?;
+    let producer: Producer = Producer::builder(&config).build()?;
+    let last: Arc<Mutex<Option<Producer>>> = Arc::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    producer
+        .send_with_callback(Record::to(&topic).key("k").payload("x"), {
+            let last = last.clone();
+            move |result| {
+                let handle = last.lock().unwrap().take();
+                let started = std::time::Instant::now();
+                drop(handle);
+                let _ = tx.send((result.is_ok(), started.elapsed()));
+            }
+        })
+        .await?;
+    *last.lock().unwrap() = Some(producer);
+    let (delivered, drop_took) = tokio::time::timeout(Duration::from_secs(20), rx).await??;
+    ensure!(delivered);
+    ensure!(
+        drop_took < Duration::from_secs(1),
+        "the drop took {drop_took:?}"
+    );
+    Ok(())
+}
+
 /// Contexts need only be `Send`: a `Cell` (not `Sync`) works in callback mode.
 #[tokio::test]
 async fn contexts_need_not_be_sync() -> anyhow::Result<()> {

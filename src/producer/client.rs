@@ -10,8 +10,9 @@
 //! down or stops, the polling thread takes over within a millisecond or two. One mutex makes sure
 //! only one thread serves at a time, so reports (and callbacks) still come one at a time, in order.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, Producer as _, PurgeConfig};
@@ -67,9 +68,15 @@ impl<C: Send + 'static> Client<C> {
     /// every [`SERVE_EVERY`] sends, and when the queue is full.
     pub(super) fn serve_inline(&self) {
         match self.serving.try_lock() {
-            Ok(_serving) => {
+            Ok(lock) => {
+                let _serving = Serving::on_this_thread(self, lock);
+                let shared = &self.producer.context().shared;
+                let reported = shared.reported();
                 self.producer.poll(Duration::ZERO);
-                self.served_inline.add();
+                // Only serving that served something keeps the polling thread aside.
+                if shared.reported() != reported {
+                    self.served_inline.add();
+                }
             }
             Err(_) => {
                 self.wanted_inline.add();
@@ -80,7 +87,8 @@ impl<C: Send + 'static> Client<C> {
     /// Asks librdkafka to send the batches that are still lingering, and serves a report if one
     /// is ready (what rdkafka's `flush` does with no timeout), unless another thread is serving.
     pub(super) fn nudge(&self) {
-        if let Ok(_serving) = self.serving.try_lock() {
+        if let Ok(lock) = self.serving.try_lock() {
+            let _serving = Serving::on_this_thread(self, lock);
             let _ = self.producer.flush(Duration::ZERO);
         }
     }
@@ -91,10 +99,18 @@ impl<C: Send + 'static> Client<C> {
     /// to finish on its own, and the client goes with it.
     pub(super) fn stop(&self, timeout: Duration) {
         self.stop.store(true, Ordering::Release);
+        if SERVING.with(Cell::get) == self.address() {
+            // Dropped from a delivery callback: this thread is the one serving, and cannot wait
+            // for itself. The polling thread ends after this poll, and the client with it.
+            tracing::debug!(
+                "kafka_kit: producer dropped in a delivery callback; closing without waiting"
+            );
+            return;
+        }
         let deadline = crate::deadline(timeout);
         let _serving = loop {
             match self.serving.try_lock() {
-                Ok(serving) => break serving,
+                Ok(lock) => break Serving::on_this_thread(self, lock),
                 Err(_) if Instant::now() >= deadline => {
                     tracing::warn!(
                         undelivered = self.producer.in_flight_count(),
@@ -126,6 +142,11 @@ impl<C: Send + 'static> Client<C> {
         }
     }
 
+    /// This client's address, which tells it apart while it lives.
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     fn poll_until_stopped(&self) {
         let mut served = self.served_inline.get();
         let mut wanted = self.wanted_inline.get();
@@ -141,10 +162,36 @@ impl<C: Send + 'static> Client<C> {
                 std::thread::sleep(BUSY_POLL);
                 continue;
             }
-            let _serving = crate::lock(&self.serving);
+            let _serving = Serving::on_this_thread(self, crate::lock(&self.serving));
             // Short polls while senders were just active, so that they can take over quickly.
             self.producer.poll(if busy { BUSY_POLL } else { IDLE_POLL });
             busy = self.wanted_inline.get() != wanted;
         }
+    }
+}
+
+thread_local! {
+    /// The client whose delivery reports this thread is serving (and so whose callbacks it may
+    /// be running), by address; 0 when none.
+    static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The right to serve a client's reports, held by this thread.
+struct Serving<'a> {
+    _lock: MutexGuard<'a, ()>,
+    /// What `SERVING` was before (a callback of one client may send with another).
+    outer: usize,
+}
+
+impl<'a> Serving<'a> {
+    fn on_this_thread<C: Send + 'static>(client: &Client<C>, lock: MutexGuard<'a, ()>) -> Self {
+        let outer = SERVING.with(|serving| serving.replace(client.address()));
+        Serving { _lock: lock, outer }
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        SERVING.with(|serving| serving.set(self.outer));
     }
 }
