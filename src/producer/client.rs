@@ -70,13 +70,8 @@ impl<C: Send + 'static> Client<C> {
         match self.serving.try_lock() {
             Ok(lock) => {
                 let _serving = Serving::on_this_thread(self, lock);
-                let shared = &self.producer.context().shared;
-                let reported = shared.reported();
                 self.producer.poll(Duration::ZERO);
-                // Only serving that served something keeps the polling thread aside.
-                if shared.reported() != reported {
-                    self.served_inline.add();
-                }
+                self.served_inline.add();
             }
             Err(_) => {
                 self.wanted_inline.add();
