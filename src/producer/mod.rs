@@ -41,6 +41,44 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # One handler for every report
+//!
+//! A closure per message costs an allocation and an owned report per message. When every
+//! message's result is handled the same way, give the producer one handler instead: it sees each
+//! report borrowed (a [`Delivered`]: topic, partition, offset and key, copied only if you copy
+//! them) with the record's context, at nearly the cost of fire-and-forget.
+//!
+//! ```no_run
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//! use kafka_kit::config::KafkaConfig;
+//! use kafka_kit::producer::{Producer, Record};
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let config = KafkaConfig::builder().build()?;
+//! let failed = Arc::new(AtomicU64::new(0));
+//! let producer: Producer<u64> = Producer::builder(&config)
+//!     .on_delivery({
+//!         let failed = failed.clone();
+//!         move |result| match result {
+//!             Ok(delivered) => tracing::debug!(request = delivered.context,
+//!                 partition = delivered.partition(), offset = delivered.offset(), "stored"),
+//!             Err(e) => {
+//!                 failed.fetch_add(1, Ordering::Relaxed);
+//!                 tracing::warn!(request = e.context, key = ?e.message.key, error = %e.error, "not stored");
+//!             }
+//!         }
+//!     })
+//!     .build()?;
+//! for request in 0..1_000u64 {
+//!     producer
+//!         .send_to_handler(Record::to("audit").key("user-7").payload("…").context(request))
+//!         .await?;
+//! }
+//! producer.close().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Partitioning
 //!
 //! Messages without an explicit partition are routed as the builder's
