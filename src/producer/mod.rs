@@ -294,7 +294,7 @@ impl<C: Send + 'static> Producer<C> {
     /// handler ([`ProducerBuilder::on_delivery`]): per-message results at the cost of
     /// fire-and-forget. A record that cannot even be enqueued is returned at once, and the handler
     /// is not called; a producer built without a handler refuses every record this way, with a
-    /// [`ConfigError`](crate::config::ConfigError).
+    /// [`ConfigError`].
     pub async fn send_to_handler(
         &self,
         record: Record<'_, C>,
