@@ -836,11 +836,7 @@ async fn produce_kit(
                     .map_err(kafka_kit::Error::from)?;
             }
             producer.flush(Duration::from_secs(300)).await?;
-            anyhow::ensure!(
-                failed.load(Ordering::Relaxed) == 0,
-                "{} messages failed",
-                failed.load(Ordering::Relaxed)
-            );
+            none_failed(&failed, "kafka-kit")?;
             Ok(run.finish(n, args.size, None))
         }
         "callback" => {
@@ -865,11 +861,7 @@ async fn produce_kit(
                     .map_err(kafka_kit::Error::from)?;
             }
             producer.flush(Duration::from_secs(300)).await?;
-            anyhow::ensure!(
-                failed.load(Ordering::Relaxed) == 0,
-                "{} messages failed",
-                failed.load(Ordering::Relaxed)
-            );
+            none_failed(&failed, "kafka-kit")?;
             Ok(run.finish(n, args.size, None))
         }
         _ => {
@@ -900,6 +892,13 @@ async fn produce_kit(
             Ok(run.finish(n, args.size, Some(latencies)))
         }
     }
+}
+
+/// Fails the run if any of its messages failed.
+fn none_failed(failed: &AtomicU64, client: &str) -> anyhow::Result<()> {
+    let failed = failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{client}: {failed} messages failed");
+    Ok(())
 }
 
 /// A raw `FutureProducer` delivery: when it was sent, and how it ended.
@@ -1074,11 +1073,7 @@ async fn produce_raw(
                 let _ = producer.flush(Timeout::After(Duration::ZERO));
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            anyhow::ensure!(
-                failed.load(Ordering::Relaxed) == 0,
-                "raw: {} messages failed",
-                failed.load(Ordering::Relaxed)
-            );
+            none_failed(&failed, "raw")?;
             Ok(run.finish(n, args.size, None))
         }
         RawKind::Future => {

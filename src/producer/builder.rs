@@ -115,7 +115,6 @@ impl<C: Send + 'static> ProducerBuilder<C> {
             Some(name) => (self.config.with([("partitioner", name)])?, None),
         };
         let shared = Arc::new(Shared::default());
-        let has_handler = self.handler.is_some();
         let context = KitContext {
             partitioner,
             forget: Arc::new(std::sync::Mutex::new(super::delivery::Completion::Forget)),
@@ -135,7 +134,6 @@ impl<C: Send + 'static> ProducerBuilder<C> {
                 shared,
                 queue_full_timeout: self.queue_full_timeout,
                 close_timeout: self.close_timeout,
-                has_handler,
             }),
         })
     }

@@ -12,7 +12,7 @@
 //! | await | [`send`](Producer::send) | a [`DeliveryReport`] or a [`ProduceError`] | request/response code; await each one to send synchronously |
 //! | pipelined await | [`enqueue`](Producer::enqueue) | a [`DeliveryFuture`] to await later | many messages in flight, results in order |
 //! | callback | [`send_with_callback`](Producer::send_with_callback) | your closure is called with the result | per-message handling, a closure each |
-//! | handler | [`send_to_handler`](Producer::send_to_handler) | the producer's [`on_delivery`](ProducerBuilder::on_delivery) handler is called with a borrowed report and your context | per-message handling at the cost of fire-and-forget |
+//! | handler | [`send_to_handler`](Producer::send_to_handler) | the producer's [`on_delivery`](ProducerBuilder::on_delivery) handler is called with a borrowed report and your context | per-message handling at nearly the cost of fire-and-forget |
 //! | fire-and-forget | [`send_and_forget`](Producer::send_and_forget) | nothing per message; failures are counted ([`stats`](Producer::stats)) and logged | metrics, logs: throughput over certainty |
 //!
 //! ```no_run
@@ -140,8 +140,6 @@ struct Inner<C: Send + 'static> {
     shared: Arc<Shared>,
     queue_full_timeout: Duration,
     close_timeout: Duration,
-    /// Whether the builder set a delivery handler.
-    has_handler: bool,
 }
 
 impl<C: Send + 'static> Inner<C> {
@@ -299,7 +297,7 @@ impl<C: Send + 'static> Producer<C> {
         &self,
         record: Record<'_, C>,
     ) -> std::result::Result<(), ProduceError<C>> {
-        if !self.inner.has_handler {
+        if self.inner.producer().context().handler.is_none() {
             let (message, context) = record.into_owned();
             return Err(ProduceError {
                 error: ConfigError::single(Problem::Missing {
