@@ -317,10 +317,10 @@ async fn main() -> anyhow::Result<()> {
                 "produce: {} messages of {} bytes, {} keys, mode {}, {} run(s)",
                 args.messages, args.size, args.keys, args.mode, args.runs
             );
-            eprintln!("client settings (every client of the run): {config:?}\n");
+            let settings = format!("client settings (every client of the run): {config:?}");
             let mut results = Results::default();
             for run in 1..=args.runs {
-                eprintln!("--- run {run} of {}", args.runs);
+                eprintln!("--- run {run} of {}\n{settings}", args.runs);
                 // The clients take turns going first: the broker holds every record sent so far,
                 // and whatever that costs falls on each client alike.
                 let mut clients: Vec<Option<RawKind>> =
@@ -390,13 +390,13 @@ async fn main() -> anyhow::Result<()> {
             let topic = topic("consume");
             fill(&args, &cluster, &config, &topic, &payload, &keys).await?;
             eprintln!("consume: {} messages, {} run(s)", args.messages, args.runs);
-            eprintln!(
-                "client settings (both clients): {:?}\n",
+            let settings = format!(
+                "client settings (both clients): {:?}",
                 consumer_config(&args, &cluster)?
             );
             let mut results = Results::default();
             for run in 1..=args.runs {
-                eprintln!("--- run {run} of {}", args.runs);
+                eprintln!("--- run {run} of {}\n{settings}", args.runs);
                 // The clients take turns going first.
                 if run % 2 == 0 && !args.raw_only {
                     results.add(KIT, consume_kit(&args, &cluster, &topic).await?);
