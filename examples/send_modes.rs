@@ -1,6 +1,6 @@
 //! The same batch sent three ways, timed (seed 003): synchronously (await each delivery),
-//! fire-and-forget, and asynchronously with a callback; then strict ordering with the `Ordered`
-//! preset.
+//! fire-and-forget, and asynchronously with a callback (a closure per message, or one handler for
+//! the whole producer); then strict ordering with the `Ordered` preset.
 //!
 //! ```text
 //! cargo run --example send_modes            # 2,000 messages
@@ -126,6 +126,47 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:>40} callbacks: {} ok, {} failed",
+        "",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    producer.close().await?;
+
+    // 3b. The same with one handler for the whole producer: each report is borrowed, not copied,
+    //     and the context comes with it.
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let producer: Producer<usize> = Producer::builder(&reliable)
+        .on_delivery({
+            let (ok, failed) = (ok.clone(), failed.clone());
+            move |result| match result {
+                Ok(_) => drop(ok.fetch_add(1, Ordering::Relaxed)),
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("message {} failed: {}", e.context, e.error);
+                }
+            }
+        })
+        .build()?;
+    producer
+        .send_to_handler(Record::to(topic).payload("warm-up").context(usize::MAX))
+        .await?;
+    producer.flush(Duration::from_secs(30)).await?;
+    ok.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    for (i, payload) in batch.iter().enumerate() {
+        producer
+            .send_to_handler(Record::to(topic).payload(payload).context(i))
+            .await?;
+    }
+    producer.flush(Duration::from_secs(30)).await?;
+    report(
+        "async + handler (acks=all)",
+        count,
+        started.elapsed(),
+        "a borrowed report, in one handler",
+    );
+    println!(
+        "{:>40} handled: {} ok, {} failed",
         "",
         ok.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
