@@ -185,6 +185,97 @@ async fn the_delivery_handler_gets_every_report_in_order() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Brokers restart one after another while a task sends steadily: every message is delivered
+/// once, each partition's reports come in offset order, with the right key and context, and the
+/// producer then closes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_survive_broker_restarts_in_order() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+    common::init_tracing();
+    let cluster = TestCluster::embedded(3)?;
+    let topic = common::unique_topic("restarts");
+    cluster.create_topic(&topic, 6).await?;
+    type Seen = Vec<(i32, i64, Vec<u8>, u32)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let producer: Producer<u32> = Producer::builder(&cluster.config().build()?)
+        .on_delivery({
+            let (seen, failed) = (seen.clone(), failed.clone());
+            move |result| match result {
+                Ok(d) => seen.lock().unwrap().push((
+                    d.partition(),
+                    d.offset(),
+                    d.key().unwrap_or_default().to_vec(),
+                    d.context,
+                )),
+                Err(e) => failed
+                    .lock()
+                    .unwrap()
+                    .push((e.context, e.error.to_string())),
+            }
+        })
+        .build()?;
+    let sending = tokio::spawn({
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            for i in 0..4_000u32 {
+                let key = format!("k-{}", i % 60);
+                producer
+                    .send_to_handler(Record::to(&topic).key(&key).payload("x").context(i))
+                    .await?;
+                if i % 100 == 99 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            anyhow::Ok(())
+        }
+    });
+    let mock = cluster.mock().context("embedded")?;
+    for broker in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        mock.with_mock(move |m| m.broker_down(broker))??;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        mock.with_mock(move |m| m.broker_up(broker))??;
+    }
+    sending.await??;
+    producer.flush(Duration::from_secs(60)).await?;
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
+    ensure!(
+        failed.is_empty(),
+        "{} failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    ensure!(seen.len() == 4_000, "{} reports", seen.len());
+    let mut contexts: Vec<u32> = seen.iter().map(|s| s.3).collect();
+    contexts.sort_unstable();
+    contexts.dedup();
+    ensure!(
+        contexts.len() == 4_000,
+        "{} distinct contexts",
+        contexts.len()
+    );
+    let mut last = [-1i64; 6];
+    for (partition, offset, key, context) in &seen {
+        ensure!(*key == format!("k-{}", context % 60).into_bytes());
+        let last = &mut last[*partition as usize];
+        ensure!(
+            *offset > *last,
+            "offset {offset} after {last} in partition {partition}"
+        );
+        *last = *offset;
+    }
+    let closing = std::time::Instant::now();
+    drop(producer);
+    ensure!(
+        closing.elapsed() < Duration::from_secs(1),
+        "drop took {:?}",
+        closing.elapsed()
+    );
+    Ok(())
+}
+
 /// A delivery callback that drops the producer's last handle closes it at once: it cannot wait
 /// for its own thread to finish serving.
 #[tokio::test]
