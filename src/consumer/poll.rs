@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rebalance::{commit_offsets, KitContext};
-use super::record::{copied_len, SHARED_BUFFER};
+use super::record::{key_and_value_len, SHARED_BUFFER};
 use super::replay;
 use super::state::{Fetched, State, Step};
 use super::{CheckpointStore, CommitOffsets, ConsumerRecord};
@@ -248,7 +248,7 @@ fn poll_batch(
         match consumer.poll(timeout) {
             None => break,
             Some(Ok(message)) => {
-                bytes += copied_len(&message);
+                bytes += key_and_value_len(&message);
                 // Read after the poll: a rebalance served in it came before this record.
                 messages.push((message, shared.generation()));
             }

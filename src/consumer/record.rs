@@ -35,11 +35,10 @@ pub struct ConsumerRecord {
 /// Records fetched together share a buffer up to this size (a single larger record has its own).
 pub(crate) const SHARED_BUFFER: usize = 64 * 1024;
 
-/// The bytes a record takes in a shared buffer.
-pub(crate) fn copied_len(message: &impl Message) -> usize {
-    message.topic().len()
-        + message.key().map_or(0, <[u8]>::len)
-        + message.payload().map_or(0, <[u8]>::len)
+/// The bytes of a record's key and value (what a batch's size is counted in; the topic adds
+/// little, and costs a C string's length and UTF-8 check to read).
+pub(crate) fn key_and_value_len(message: &impl Message) -> usize {
+    message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len)
 }
 
 impl ConsumerRecord {
@@ -49,10 +48,19 @@ impl ConsumerRecord {
         messages: &[(M, u64)],
         headers: impl Fn(&M) -> Option<OwnedHeaders>,
     ) -> Vec<Self> {
-        let mut data = Vec::with_capacity(messages.iter().map(|(m, _)| copied_len(m)).sum());
+        let parts: Vec<_> = messages
+            .iter()
+            .map(|(m, _)| (m.topic(), m.key(), m.payload()))
+            .collect();
+        let len = |bytes: Option<&[u8]>| bytes.map_or(0, <[u8]>::len);
+        let mut data = Vec::with_capacity(
+            parts
+                .iter()
+                .map(|(t, k, p)| t.len() + len(*k) + len(*p))
+                .sum(),
+        );
         let mut records = Vec::with_capacity(messages.len());
-        for (message, _) in messages {
-            let (topic, key, payload) = (message.topic(), message.key(), message.payload());
+        for (topic, key, payload) in parts {
             let start = data.len();
             data.extend_from_slice(topic.as_bytes());
             data.extend_from_slice(key.unwrap_or_default());

@@ -79,13 +79,10 @@ impl<C: Send + 'static> Client<C> {
         }
     }
 
-    /// Asks librdkafka to send the batches that are still lingering, and serves a report if one
-    /// is ready (what rdkafka's `flush` does with no timeout), unless another thread is serving.
+    /// Asks librdkafka to send the batches that are still lingering. It serves nothing:
+    /// rdkafka's `flush` with no timeout returns before it would poll.
     pub(super) fn nudge(&self) {
-        if let Ok(lock) = self.serving.try_lock() {
-            let _serving = Serving::on_this_thread(self, lock);
-            let _ = self.producer.flush(Duration::ZERO);
-        }
+        let _ = self.producer.flush(Duration::ZERO);
     }
 
     /// Stops the polling thread (within one poll) and serves what is left here: it waits up to
@@ -103,10 +100,13 @@ impl<C: Send + 'static> Client<C> {
             return;
         }
         let deadline = crate::deadline(timeout);
+        // The polling thread lets go at the end of its current poll (at most `IDLE_POLL`), unless a
+        // callback holds it longer.
+        let serving_by = crate::deadline(timeout.saturating_add(IDLE_POLL));
         let _serving = loop {
             match self.serving.try_lock() {
                 Ok(lock) => break Serving::on_this_thread(self, lock),
-                Err(_) if Instant::now() >= deadline => {
+                Err(_) if Instant::now() >= serving_by => {
                     tracing::warn!(
                         undelivered = self.producer.in_flight_count(),
                         "kafka_kit: a delivery callback held the producer's polling thread past the close timeout; the producer is left to it"

@@ -309,7 +309,7 @@ pub(super) struct KitContext<C> {
     /// The one opaque every fire-and-forget message shares.
     pub(super) forget: Opaque<C>,
     pub(super) handler: Option<Handler<C>>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Shared,
     pub(super) _context: PhantomData<fn() -> C>,
 }
 

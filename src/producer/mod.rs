@@ -137,7 +137,6 @@ use delivery::{Awaited, Completion, KitContext, Opaque, Shared};
 
 struct Inner<C: Send + 'static> {
     client: Arc<client::Client<C>>,
-    shared: Arc<Shared>,
     queue_full_timeout: Duration,
     close_timeout: Duration,
 }
@@ -145,6 +144,11 @@ struct Inner<C: Send + 'static> {
 impl<C: Send + 'static> Inner<C> {
     fn producer(&self) -> &BaseProducer<KitContext<C>, Md5Partitioner> {
         &self.client.producer
+    }
+
+    /// What the senders share with the delivery callback.
+    fn shared(&self) -> &Shared {
+        &self.producer().context().shared
     }
 
     /// The opaque of fire-and-forget messages.
@@ -375,7 +379,7 @@ impl<C: Send + 'static> Producer<C> {
 
     /// Messages enqueued, delivered and failed so far.
     pub fn stats(&self) -> ProducerStats {
-        let shared = &self.inner.shared;
+        let shared = self.inner.shared();
         ProducerStats {
             enqueued: shared.enqueued.get(),
             delivered: shared.delivered.get(),
@@ -388,7 +392,7 @@ impl<C: Send + 'static> Producer<C> {
     pub fn client_stats(
         &self,
     ) -> futures_util::stream::BoxStream<'static, Arc<crate::monitoring::ClientStats>> {
-        self.inner.shared.stats.subscribe()
+        self.inner.shared().stats.subscribe()
     }
 
     /// Messages in librdkafka's queues, in flight, or with a report not yet handled.
@@ -413,7 +417,7 @@ impl<C: Send + 'static> Producer<C> {
                 Ok(()) => {
                     if self
                         .inner
-                        .shared
+                        .shared()
                         .enqueued
                         .add()
                         .is_multiple_of(client::SERVE_EVERY)
@@ -425,9 +429,9 @@ impl<C: Send + 'static> Producer<C> {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     pending = back;
                     // Serving the reports that are ready makes room at once, if there are any.
-                    let reported = self.inner.shared.reported();
+                    let reported = self.inner.shared().reported();
                     self.inner.client.serve_inline();
-                    if self.inner.shared.reported() != reported {
+                    if self.inner.shared().reported() != reported {
                         continue;
                     }
                     let deadline = *deadline
@@ -451,7 +455,7 @@ impl<C: Send + 'static> Producer<C> {
     /// between the caller's last check and this wait, so callers check again every few
     /// milliseconds regardless.
     async fn wait_for_report(&self, deadline: Instant) {
-        let shared = &self.inner.shared;
+        let shared = self.inner.shared();
         shared.waiters.fetch_add(1, Ordering::AcqRel);
         let notified = shared.room.notified();
         let wait = deadline
